@@ -1,0 +1,166 @@
+"""The ``vocable`` command: serve, check, plugins, schema, talk."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from vocable.config.loader import ConfigError, load_yaml, parse_config
+
+DEFAULT_CONFIG = "default.yaml"
+
+
+def default_config_path() -> Path:
+    return Path(str(resources.files("vocable.config").joinpath(DEFAULT_CONFIG)))
+
+
+def _load(path: str | None) -> Any:
+    return load_yaml(path or default_config_path())
+
+
+def _engine(path: str | None) -> Any:
+    from vocable.engine.engine import Engine
+
+    return Engine(_load(path))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from vocable.logging import configure_logging
+
+    config = _load(args.config)
+    server = config.server
+    host = args.host or server.host
+    port = server.port if args.port is None else args.port
+    configure_logging(server.log_level, server.log_format)
+    from vocable.engine.engine import Engine
+
+    engine = Engine(config)
+    if args.config is None:
+        print("vocable: no -c given, serving the built-in offline default (local models)", file=sys.stderr)
+    print(f"vocable: loading providers; dashboard at http://{host}:{port}/", file=sys.stderr)
+    uvicorn.run(engine.asgi_app(), host=host, port=port, log_level=server.log_level, ws_max_size=1 << 20,
+                lifespan="on")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from vocable.engine.engine import Engine
+
+    try:
+        engine = Engine(load_yaml(args.file))
+    except ConfigError as exc:
+        print(exc.render() if exc.source else ConfigError(exc.errors, args.file).render(), file=sys.stderr)
+        return 1
+    chains = {kind: " -> ".join(c.name for c in chain) for kind, chain in engine.resolved.chains.items()}
+    print(f"{args.file}: ok")
+    for kind, chain in chains.items():
+        print(f"  {kind}: {chain}")
+    print(f"  transports: {', '.join(t.name for t in engine.transports) or 'none'}")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from vocable.plugins.manager import KINDS, PluginHost
+
+    host = PluginHost()
+    if args.json:
+        data = {
+            "plugins": host.plugin_names(),
+            "providers": {kind: {n: r.plugin for n, r in sorted(host.providers[kind].items())} for kind in KINDS},
+            "transports": {n: r.plugin for n, r in sorted(host.transports.items())},
+            "failures": [{"plugin": f.plugin, "error": f.error} for f in host.failures],
+        }
+        print(json.dumps(data, indent=2))
+        return 0
+    print("plugins: " + ", ".join(host.plugin_names()))
+    for kind in KINDS:
+        print(f"{kind}:")
+        for name, reg in sorted(host.providers[kind].items()):
+            missing = [r.module for r in getattr(reg.cls, "requires", ()) if r.missing()]
+            note = f"  (not installed: {', '.join(missing)})" if missing else ""
+            print(f"  {name:<14} from {reg.plugin}{note}")
+    print("transport:")
+    for name, reg in sorted(host.transports.items()):
+        print(f"  {name:<14} from {reg.plugin}")
+    for failure in host.failures:
+        print(f"failed to load plugin {failure.plugin}: {failure.error}")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from vocable.config.schema import config_schema
+    from vocable.plugins.manager import PluginHost
+
+    print(json.dumps(config_schema(PluginHost()), indent=2))
+    return 0
+
+
+def cmd_talk(args: argparse.Namespace) -> int:
+    from vocable.engine.engine import Engine
+    from vocable.talk import run_talk
+
+    try:
+        engine = Engine(_load(args.config))
+        result = asyncio.run(run_talk(engine, args.input, args.output))
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 1
+    except (OSError, ValueError, RuntimeError, TimeoutError) as exc:
+        print(f"vocable talk: {exc}", file=sys.stderr)
+        return 1
+    print(f"you said:   {result.transcript}")
+    print(f"agent said: {result.reply}")
+    print("latency:    " + ", ".join(f"{k}={v:.0f} ms" for k, v in result.latency.items() if v is not None))
+    if args.output:
+        print(f"reply audio: {args.output} ({result.audio_seconds:.2f} s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vocable", description="Real-time voice agents: STT -> LLM -> TTS.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server (no -c: the built-in offline default)")
+    serve.add_argument("-c", "--config")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=cmd_serve)
+    check = sub.add_parser("check", help="validate a config file")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_check)
+    plugins = sub.add_parser("plugins", help="list installed plugins and their providers")
+    plugins.add_argument("--json", action="store_true")
+    plugins.set_defaults(func=cmd_plugins)
+    schema = sub.add_parser("schema", help="print the config's JSON Schema")
+    schema.set_defaults(func=cmd_schema)
+    talk = sub.add_parser("talk", help="one turn from a WAV file, no network")
+    talk.add_argument("input")
+    talk.add_argument("-c", "--config")
+    talk.add_argument("-o", "--output")
+    talk.set_defaults(func=cmd_talk)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "serve":
+        from vocable.logging import configure_logging
+
+        configure_logging("error")
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The shape of a vocable config file.
+
+Validation happens in two steps. This module checks the structure (sections, types, ``provider:`` present);
+then, once plugins are loaded, ``vocable.config.resolve`` validates every provider's own keys against that
+provider's ``Settings`` model. So a typo anywhere is an error that names its path, e.g.
+``pipeline.llm[0].temperature``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProviderRef(BaseModel):
+    """``{provider: name, ...settings}``: the settings stay raw until the provider's model validates them."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    provider: str = Field(min_length=1)
+    timeout_s: float | None = Field(default=None, gt=0, description="time allowed before the first output")
+    retries: int = Field(default=0, ge=0, le=5, description="retries of a retryable error before falling back")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.__pydantic_extra__ or {})
+
+
+def _as_chain(value: Any) -> Any:
+    if value is None:
+        return []
+    if isinstance(value, (dict, ProviderRef)):
+        return [value]
+    if isinstance(value, str):
+        return [{"provider": value}]
+    return value
+
+
+class AuthConfig(Section):
+    api_key: Any = None  # a SecretStr once resolved; kept loose so ${VAR} may be unset when auth is off
+
+
+class ServerConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_sessions: int = Field(default=100, ge=1)
+    log_level: str = "info"
+    log_format: str = Field(default="console", pattern="^(console|json)$")
+    auth: AuthConfig | None = None
+
+
+class MemoryConfig(Section):
+    max_turns: int = Field(default=20, ge=1, description="user+assistant pairs kept in the context")
+    max_chars: int = Field(default=12000, ge=200, description="rough token bound (4 chars a token)")
+
+
+class AgentConfig(Section):
+    system_prompt: str = "You are a concise, friendly voice assistant. Answer in one or two short sentences."
+    greeting: str | None = None
+    memory: MemoryConfig = MemoryConfig()
+
+
+class TurnTakingConfig(Section):
+    """How speech is detected and when a barge-in interrupts the agent."""
+
+    vad_threshold: float = Field(default=0.5, gt=0, lt=1)
+    min_speech_ms: int = Field(default=60, ge=0, description="speech needed before it counts as the user talking")
+    pre_roll_ms: int = Field(default=300, ge=0, description="audio kept from before speech starts")
+    barge_in: bool = True
+    barge_in_min_ms: int = Field(default=120, ge=0, description="speech needed to interrupt the agent")
+
+
+class OutputConfig(Section):
+    sample_rate: int | None = Field(default=None, description="reply audio rate; default: the TTS's own rate")
+    lead_ms: int = Field(default=120, ge=0, le=2000, description="how far audio is sent ahead of real time")
+    frame_ms: int = Field(default=20, ge=5, le=200)
+
+
+class PipelineConfig(Section):
+    input_sample_rate: int = Field(default=16000, description="the client's rate when it declares none")
+    sample_rate: int = Field(default=16000, description="the rate VAD and STT run at")
+    vad: list[ProviderRef] = Field(default_factory=lambda: [ProviderRef(provider="energy")])
+    turn: list[ProviderRef] = Field(default_factory=lambda: [ProviderRef(provider="silence")])
+    stt: list[ProviderRef]
+    llm: list[ProviderRef]
+    tts: list[ProviderRef]
+    turn_taking: TurnTakingConfig = TurnTakingConfig()
+    output: OutputConfig = OutputConfig()
+    queue_frames: int = Field(default=200, ge=8, description="bound of every audio queue, in frames")
+
+    @field_validator("vad", "turn", "stt", "llm", "tts", mode="before")
+    @classmethod
+    def _chain(cls, value: Any) -> Any:
+        return _as_chain(value)
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> PipelineConfig:
+        for slot in ("stt", "llm", "tts", "vad", "turn"):
+            if not getattr(self, slot):
+                raise ValueError(f"pipeline.{slot} needs at least one provider")
+        return self
+
+
+class PluginsConfig(Section):
+    autoload: bool = True
+    modules: list[str] = Field(default_factory=list, description="plugin modules to load by import path")
+
+
+class VocableConfig(Section):
+    server: ServerConfig = ServerConfig()
+    transports: dict[str, dict[str, Any] | None] = Field(default_factory=lambda: {"websocket": {}})
+    pipeline: PipelineConfig
+    agent: AgentConfig = AgentConfig()
+    metrics: list[ProviderRef] = Field(default_factory=lambda: [ProviderRef(provider="log")])
+    plugins: PluginsConfig = PluginsConfig()
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _metrics_chain(cls, value: Any) -> Any:
+        return _as_chain(value)

@@ -1,0 +1,1 @@
+"""The browser dashboard: one static page served by the engine, no build step."""

@@ -1,0 +1,74 @@
+"""The HTTP side of an Engine: dashboard, health, sessions, config, metrics, plus each transport's routes."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+if TYPE_CHECKING:
+    from vocable.engine.engine import Engine
+
+
+def _dashboard_html() -> str:
+    return resources.files("vocable.dashboard").joinpath("index.html").read_text(encoding="utf-8")
+
+
+def build_app(engine: Engine) -> Starlette:
+    async def dashboard(request: Request) -> Response:
+        return HTMLResponse(_dashboard_html(), headers={"Cache-Control": "no-store"})
+
+    async def health(request: Request) -> Response:
+        body: dict[str, Any] = {
+            "status": "ok" if engine.ready else ("error" if engine.load_error else "loading"),
+            "sessions": len(engine.sessions),
+            "providers": {kind: [live.name for live in getattr(engine.runtime, kind)]
+                          for kind in ("vad", "turn", "stt", "llm", "tts")},
+            "transports": [t.name for t in engine.transports],
+        }
+        if engine.load_error:
+            body["error"] = engine.load_error
+        return JSONResponse(body, status_code=200 if engine.ready else 503)
+
+    async def sessions(request: Request) -> Response:
+        return JSONResponse({"sessions": [s.summary() for s in list(engine.sessions.values())]})
+
+    async def config(request: Request) -> Response:
+        return JSONResponse(engine.redacted_config())
+
+    async def client_config(request: Request) -> Response:
+        return JSONResponse({
+            "transports": {t.name: t.client_config() for t in engine.transports},
+            "input_sample_rate": engine.config.pipeline.input_sample_rate,
+        })
+
+    async def metrics(request: Request) -> Response:
+        counters = engine.counters()
+        parts: list[str] = []
+        for live in engine.runtime.metrics:
+            exposition = getattr(live.provider, "exposition", None)
+            if exposition is not None:
+                parts.append(exposition(counters))
+                counters = {}
+        if counters:  # no prometheus sink configured: still expose the session counters
+            parts.append("".join(f"# TYPE vocable_{k} {'gauge' if k.endswith('_active') else 'counter'}\n"
+                                 f"vocable_{k} {v:g}\n" for k, v in counters.items()))
+        return PlainTextResponse("".join(parts), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    routes: list[BaseRoute] = [
+        Route("/", dashboard),
+        Route("/health", health),
+        Route("/sessions", sessions),
+        Route("/config", config),
+        Route("/client-config", client_config),
+        Route("/metrics", metrics),
+    ]
+    for transport in engine.transports:
+        routes.extend(transport.routes())
+    app = Starlette(routes=routes, lifespan=engine.lifespan)
+    app.state.engine = engine
+    return app

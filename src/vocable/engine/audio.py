@@ -1,0 +1,65 @@
+"""PCM16 helpers: resampling (soxr, streaming) and framing.
+
+Audio everywhere in vocable is signed 16-bit little-endian mono PCM in ``bytes``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import soxr
+
+SAMPLE_WIDTH = 2
+
+
+def resample_pcm(pcm: bytes, from_rate: int, to_rate: int) -> bytes:
+    """Resample a whole clip (one shot). For streams use ``Resampler``."""
+    if from_rate == to_rate or not pcm:
+        return pcm
+    samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
+    return soxr.resample(samples, from_rate, to_rate, quality="HQ").astype("<i2").tobytes()
+
+
+class Resampler:
+    """Stateful streaming resampler: chunk boundaries leave no clicks. A no-op when the rates match."""
+
+    __slots__ = ("from_rate", "to_rate", "_stream")
+
+    def __init__(self, from_rate: int, to_rate: int) -> None:
+        self.from_rate = from_rate
+        self.to_rate = to_rate
+        self._stream = None if from_rate == to_rate else soxr.ResampleStream(from_rate, to_rate, 1, dtype="int16", quality="HQ")
+
+    def __call__(self, pcm: bytes, *, last: bool = False) -> bytes:
+        if self._stream is None:
+            return pcm
+        samples = np.frombuffer(pcm, dtype="<i2")
+        return self._stream.resample_chunk(samples, last=last).tobytes()
+
+
+class Framer:
+    """Cuts a byte stream into fixed-size frames, keeping the remainder for the next push."""
+
+    __slots__ = ("frame_bytes", "_buffer")
+
+    def __init__(self, frame_samples: int) -> None:
+        self.frame_bytes = frame_samples * SAMPLE_WIDTH
+        self._buffer = bytearray()
+
+    def push(self, pcm: bytes) -> list[bytes]:
+        self._buffer += pcm
+        n = len(self._buffer) // self.frame_bytes
+        if n == 0:
+            return []
+        cut = n * self.frame_bytes
+        frames = [bytes(self._buffer[i : i + self.frame_bytes]) for i in range(0, cut, self.frame_bytes)]
+        del self._buffer[:cut]
+        return frames
+
+    def rest(self) -> bytes:
+        out = bytes(self._buffer)
+        self._buffer.clear()
+        return out
+
+
+def duration_ms(pcm_bytes: int, sample_rate: int) -> float:
+    return pcm_bytes / SAMPLE_WIDTH * 1000.0 / sample_rate

@@ -1,0 +1,242 @@
+"""The Engine: plugins, validated config, started providers, live sessions. The one object users embed.
+
+    engine = Engine.from_yaml("vocable.yaml")     # loads plugins and validates; no network yet
+    app = engine.asgi_app()                        # every HTTP and WebSocket route
+    async with engine.conversation() as conv:      # or no network at all
+        await conv.send_text("Hello")
+
+Each Engine owns its own plugin host, so engines never share plugins or state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, SecretStr
+
+from vocable.config.loader import load_yaml, parse_config
+from vocable.config.model import VocableConfig
+from vocable.config.resolve import ResolvedConfig, redacted, resolve
+from vocable.engine.conversation import Conversation
+from vocable.engine.metrics import TurnMetrics
+from vocable.engine.runtime import Runtime
+from vocable.engine.session import Session
+from vocable.logging import scrubber
+from vocable.plugins.manager import PluginHost, autoload_enabled
+from vocable.providers.base import Tool
+from vocable.transports.base import Transport
+
+log = structlog.get_logger("vocable.engine")
+
+
+class CapacityError(Exception):
+    """The engine is at ``server.max_sessions``: refused at once, never queued."""
+
+
+class NotReady(Exception):
+    """Providers are still loading (or failed to load)."""
+
+
+class Engine:
+    def __init__(
+        self,
+        config: VocableConfig,
+        *,
+        plugins: Sequence[ModuleType | object | str] = (),
+        autoload: bool | None = None,
+    ) -> None:
+        self.config = config
+        if autoload is None:
+            autoload = config.plugins.autoload and autoload_enabled()
+        self.host = PluginHost(autoload=autoload, plugins=[*config.plugins.modules, *plugins])
+        self.resolved: ResolvedConfig = resolve(config, self.host)
+        self._register_secrets()
+        self.runtime = Runtime.build(self.resolved)
+        self.transports: list[Transport] = [cls(self, settings) for cls, settings in self.resolved.transports]
+        self.sessions: dict[str, Session] = {}
+        self.tools: dict[str, tuple[Tool, Callable[..., Any]]] = {}
+        self.started_at = time.time()
+        self.load_error: str | None = None
+        self._ready = asyncio.Event() if _has_loop() else None
+        self._loader: asyncio.Task[None] | None = None
+        self._counters: dict[str, float] = {"sessions_total": 0, "sessions_refused_total": 0}
+
+    # ------------------------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **kwargs: Any) -> Engine:
+        return cls(load_yaml(path), **kwargs)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, env: Mapping[str, str] | None = None, **kwargs: Any) -> Engine:
+        return cls(parse_config(dict(data), env=env), **kwargs)
+
+    def _register_secrets(self) -> None:
+        def walk(value: Any) -> None:
+            if isinstance(value, SecretStr):
+                scrubber.add(value.get_secret_value())
+            elif isinstance(value, BaseModel):
+                for name in type(value).model_fields:
+                    walk(getattr(value, name))
+        for chain in self.resolved.chains.values():
+            for choice in chain:
+                walk(choice.settings)
+        for _, settings in self.resolved.transports:
+            walk(settings)
+        auth = self.config.server.auth
+        if auth is not None and isinstance(auth.api_key, str):
+            scrubber.add(auth.api_key)
+
+    # ------------------------------------------------------------------------------------ life cycle
+
+    @property
+    def ready(self) -> bool:
+        return self.runtime.started
+
+    def _ready_event(self) -> asyncio.Event:
+        if self._ready is None:
+            self._ready = asyncio.Event()
+        return self._ready
+
+    async def start(self) -> None:
+        """Load every provider (models load once per process) and start the transports."""
+        ready = self._ready_event()
+        if self.runtime.started:
+            return
+        try:
+            await self.runtime.start()
+        except Exception as exc:
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.error("providers_failed_to_load", error=self.load_error)
+            raise
+        finally:
+            ready.set()
+        for transport in self.transports:
+            await transport.start()
+
+    def start_in_background(self) -> asyncio.Task[None]:
+        """Start loading without waiting, so the server answers ``/health`` (503) while models load."""
+        if self._loader is None:
+            self._ready_event()
+            self._loader = asyncio.create_task(self._load_quietly(), name="vocable-load")
+        return self._loader
+
+    async def _load_quietly(self) -> None:
+        try:
+            await self.start()
+        except Exception:
+            pass  # recorded in load_error, reported by /health
+
+    async def wait_ready(self, timeout_s: float | None = None) -> None:
+        if self.runtime.started:
+            return
+        if self._loader is None and not self._ready_event().is_set():
+            self.start_in_background()
+        async with asyncio.timeout(timeout_s):
+            await self._ready_event().wait()
+        if self.load_error:
+            raise NotReady(self.load_error)
+
+    async def stop(self) -> None:
+        for session in list(self.sessions.values()):
+            await session.close("server_shutdown")
+        for transport in self.transports:
+            await transport.aclose()
+        if self._loader is not None and not self._loader.done():
+            self._loader.cancel()
+            await asyncio.gather(self._loader, return_exceptions=True)
+        await self.runtime.aclose()
+
+    @asynccontextmanager
+    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+        """A Starlette lifespan: begin loading at start-up, close every session at shutdown."""
+        self.start_in_background()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    # ------------------------------------------------------------------------------------ sessions
+
+    async def open_session(
+        self, *, transport: str, input_sample_rate: int | None = None, pace: bool = True,
+        session_id: str | None = None,
+    ) -> Session:
+        """Create and start a session, or raise CapacityError/NotReady/ValueError at once."""
+        if len(self.sessions) >= self.config.server.max_sessions:
+            self._counters["sessions_refused_total"] += 1
+            raise CapacityError(f"the server is at its limit of {self.config.server.max_sessions} sessions")
+        await self.wait_ready(timeout_s=120)
+        session = Session(self, transport=transport, input_sample_rate=input_sample_rate, pace=pace, session_id=session_id)
+        self.sessions[session.id] = session
+        self._counters["sessions_total"] += 1
+        try:
+            await session.start()
+        except BaseException:
+            await self.close_session(session, "start_failed")
+            raise
+        return session
+
+    async def close_session(self, session: Session, reason: str = "closed") -> None:
+        try:
+            await session.close(reason)
+        finally:
+            self.sessions.pop(session.id, None)
+
+    @asynccontextmanager
+    async def conversation(self, *, pace: bool = True, input_sample_rate: int | None = None) -> AsyncIterator[Conversation]:
+        """A session driven from Python with no network: send audio or text, iterate the wire events."""
+        session = await self.open_session(transport="python", input_sample_rate=input_sample_rate, pace=pace)
+        try:
+            yield Conversation(session)
+        finally:
+            await self.close_session(session, "closed")
+
+    # ------------------------------------------------------------------------------------ tools & metrics
+
+    def tool(
+        self, name: str | None = None, *, description: str = "", parameters: dict[str, Any] | None = None
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator: expose a Python function to the LLM as a tool (sync or async)."""
+        def decorate(fn: Callable[..., Any | Awaitable[Any]]) -> Callable[..., Any]:
+            tool = Tool(name or fn.__name__, description or (fn.__doc__ or "").strip(),
+                        parameters or {"type": "object", "properties": {}})
+            self.tools[tool.name] = (tool, fn)
+            return fn
+        return decorate
+
+    def record_metrics(self, metrics: TurnMetrics) -> None:
+        for live in self.runtime.metrics:
+            try:
+                live.provider.record(metrics)
+            except Exception as exc:
+                log.warning("metrics_sink_failed", sink=live.name, error=str(exc))
+
+    def counters(self) -> dict[str, float]:
+        return {**self._counters, "sessions_active": len(self.sessions)}
+
+    def redacted_config(self) -> dict[str, Any]:
+        return redacted(self.resolved)
+
+    # ------------------------------------------------------------------------------------ ASGI
+
+    def asgi_app(self) -> Any:
+        """A Starlette app with the dashboard, the HTTP API and every enabled transport's routes."""
+        from vocable.engine.app import build_app
+
+        return build_app(self)
+
+
+def _has_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

@@ -1,0 +1,106 @@
+"""Session events: what a client sees, over the wire or from ``Conversation.events()``.
+
+They are frozen, slotted dataclasses because they sit on the hot path. ``to_wire`` gives the JSON object of
+the wire protocol (docs/protocol.md); ``AudioOut`` goes out as a binary message instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+State = Literal["listening", "thinking", "speaking"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: str = field(init=False, default="")
+
+    def to_wire(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Ready(Event):
+    session_id: str
+    input_sample_rate: int
+    output_sample_rate: int
+    type: str = field(init=False, default="ready")
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged(Event):
+    state: State
+    type: str = field(init=False, default="state")
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript(Event):
+    text: str
+    final: bool
+    turn_id: str
+    type: str = field(init=False, default="transcript")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply(Event):
+    text: str
+    final: bool
+    turn_id: str
+    type: str = field(init=False, default="reply")
+
+
+@dataclass(frozen=True, slots=True)
+class AudioOut(Event):
+    """Reply audio at the session's output rate (a binary message on the wire)."""
+
+    pcm: bytes
+    sample_rate: int
+    turn_id: str
+    type: str = field(init=False, default="audio")
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": "audio", "bytes": len(self.pcm), "sample_rate": self.sample_rate, "turn_id": self.turn_id}
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupted(Event):
+    turn_id: str
+    type: str = field(init=False, default="interrupted")
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsEvent(Event):
+    turn_id: str
+    figures: dict[str, Any]
+    type: str = field(init=False, default="metrics")
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": "metrics", "turn_id": self.turn_id, **self.figures}
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallEvent(Event):
+    """The LLM asked for a tool; the app answers with ``Conversation.send_tool_result``."""
+
+    turn_id: str
+    id: str
+    name: str
+    arguments: str
+    type: str = field(init=False, default="tool_call")
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent(Event):
+    code: str
+    message: str
+    fatal: bool = False
+    type: str = field(init=False, default="error")
+
+
+@dataclass(frozen=True, slots=True)
+class Closed(Event):
+    """The session has ended (the last event of every session)."""
+
+    reason: str
+    type: str = field(init=False, default="closed")

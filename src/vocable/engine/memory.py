@@ -1,0 +1,55 @@
+"""Conversation memory: the system prompt plus a bounded window of the latest exchanges, per session."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from vocable.providers.base import Message
+
+
+class Memory:
+    """Keeps at most ``max_turns`` user/assistant pairs and roughly ``max_chars`` of text.
+
+    The oldest messages go first. What the assistant said is stored as it was *spoken*: after a barge-in
+    only the part the user heard is kept, so the model does not believe it said what nobody heard.
+    """
+
+    def __init__(self, system_prompt: str, *, max_turns: int = 20, max_chars: int = 12000) -> None:
+        self.system_prompt = system_prompt
+        self.max_turns = max_turns
+        self.max_chars = max_chars
+        self._messages: deque[Message] = deque()
+
+    def add(self, message: Message) -> None:
+        self._messages.append(message)
+        self._trim()
+
+    def add_user(self, text: str) -> None:
+        self.add(Message("user", text))
+
+    def add_assistant(self, text: str) -> None:
+        if text.strip():
+            self.add(Message("assistant", text))
+
+    def context(self, pending_user: str | None = None) -> list[Message]:
+        """The messages for the next LLM request (system prompt first)."""
+        messages = [Message("system", self.system_prompt)] if self.system_prompt else []
+        messages.extend(self._messages)
+        if pending_user is not None:
+            messages.append(Message("user", pending_user))
+        return messages
+
+    @property
+    def messages(self) -> list[Message]:
+        return list(self._messages)
+
+    def _trim(self) -> None:
+        users = sum(1 for m in self._messages if m.role == "user")
+        while users > self.max_turns:
+            if self._messages.popleft().role == "user":
+                users -= 1
+        while len(self._messages) > 1 and sum(len(m.content) for m in self._messages) > self.max_chars:
+            self._messages.popleft()
+        # a context must not start with an orphaned reply or tool result
+        while self._messages and self._messages[0].role in ("assistant", "tool"):
+            self._messages.popleft()

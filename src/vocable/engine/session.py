@@ -1,0 +1,516 @@
+"""A session: one conversation, whatever carries it (WebSocket, WebRTC, or Python via ``conversation()``).
+
+Input side (called by the transport): audio is resampled to the pipeline rate, framed for the VAD, and run
+through a small state machine: speech starts after ``min_speech_ms`` (with pre-roll), pauses are offered to
+the end-of-turn detector, and the end of a turn sends FLUSH to the STT. The STT runs in one task for the
+whole session; its final transcript starts a reply (``vocable.engine.turn``). User speech during a reply
+interrupts it (barge-in) on the very frame that crosses ``barge_in_min_ms``.
+
+Output side: every event goes into one bounded channel that the transport drains. A client that stops
+reading makes the producers wait, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from vocable.engine.audio import Framer, Resampler
+from vocable.engine.channel import Channel, ChannelClosed
+from vocable.engine.events import (
+    AudioOut,
+    Closed,
+    ErrorEvent,
+    Event,
+    Interrupted,
+    MetricsEvent,
+    Ready,
+    State,
+    StateChanged,
+    Transcript,
+)
+from vocable.engine.fallback import describe
+from vocable.engine.memory import Memory
+from vocable.engine.metrics import TurnMetrics, now
+from vocable.engine.turn import ReplyRunner, Turn
+from vocable.providers.base import FLUSH, Flush, TranscriptEvent
+from vocable.providers.errors import ProviderError, ProviderTimeout
+
+if TYPE_CHECKING:
+    from vocable.engine.engine import Engine
+
+log = structlog.get_logger("vocable.session")
+
+SUPPORTED_INPUT_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+MAX_REPLAY_S = 60
+
+
+class SessionClosed(Exception):
+    """Input sent to a session that has ended."""
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+@dataclass(slots=True)
+class TurnRecord:
+    """A finished turn as observers and persistence see it."""
+
+    session_id: str
+    turn_id: str
+    user_text: str | None
+    reply_text: str  # as spoken: cut at the barge-in point when interrupted
+    full_reply_text: str
+    interrupted: bool
+    error: str | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    started_at: float = 0.0
+
+
+async def await_me_maybe(value: Any) -> Any:
+    """Observers may be sync or async: await what comes back if it is awaitable (datasette's idiom)."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+class Session:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        transport: str,
+        input_sample_rate: int | None = None,
+        pace: bool = True,
+        session_id: str | None = None,
+    ) -> None:
+        config = engine.config
+        pipeline = config.pipeline
+        rate = input_sample_rate or pipeline.input_sample_rate
+        if rate not in SUPPORTED_INPUT_RATES:
+            raise ValueError(f"unsupported sample rate {rate}; supported: {', '.join(map(str, SUPPORTED_INPUT_RATES))}")
+        self.engine = engine
+        self.id = session_id or new_id("ses")
+        self.transport = transport
+        self.started_at = time.time()
+        self.state: State = "listening"
+        self.turns = 0
+        self.input_sample_rate = rate
+        self.sample_rate = pipeline.sample_rate
+        self.output_sample_rate = pipeline.output.sample_rate or engine.runtime.output_sample_rate
+        self.events: Channel[Event] = Channel(pipeline.queue_frames)
+        self.memory = Memory(
+            config.agent.system_prompt,
+            max_turns=config.agent.memory.max_turns,
+            max_chars=config.agent.memory.max_chars,
+        )
+        self.log = log.bind(session_id=self.id, transport=transport)
+        self._taking = pipeline.turn_taking
+        self._closed = False
+        self._close_reason: str | None = None
+        # input
+        self._odd = b""
+        self._resampler = Resampler(rate, self.sample_rate)
+        vad = engine.runtime.vad[0].provider
+        self._vad = vad.open()
+        self._frame_ms = vad.capabilities.frame_samples * 1000.0 / vad.capabilities.sample_rate
+        self._framer = Framer(vad.capabilities.frame_samples)
+        self._turn_stream = engine.runtime.turn[0].provider.open()
+        self._preroll: deque[bytes] = deque(maxlen=max(1, int(self._taking.pre_roll_ms / self._frame_ms)))
+        self._user_speaking = False
+        self._speech_run_ms = 0.0
+        self._utterance_speech_ms = 0.0
+        self._pause_ms = 0.0
+        self._utterance = bytearray()
+        self._last_speech_at: float | None = None
+        self._utterance_turn: TurnMetrics | None = None
+        # STT
+        self._stt_input: Channel[bytes | Flush] = Channel(pipeline.queue_frames)
+        self._stt_replay: deque[bytes | Flush] = deque()
+        self._stt_task: asyncio.Task[None] | None = None
+        self._stt_deadline: tuple[asyncio.Timeout | None, float] = (None, 0.0)
+        self._pending_finals: deque[TurnMetrics] = deque()
+        self._early_final = ""
+        self._carry_user_text = ""  # user text of a reply cut off before it spoke: joined to the next turn
+        # reply
+        self._reply_task: asyncio.Task[None] | None = None
+        self._turn: Turn | None = None
+        self._replies = ReplyRunner(
+            runtime=engine.runtime,
+            output=pipeline.output,
+            output_sample_rate=self.output_sample_rate,
+            emit=self._emit,
+            on_speaking=lambda: self._set_state("speaking"),
+            tools=engine.tools,
+            pace=pace,
+            queue_chunks=max(8, pipeline.queue_frames // 4),
+            log_context={"session_id": self.id},
+        )
+
+    # ------------------------------------------------------------------------------------ life cycle
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def start(self) -> None:
+        self._stt_task = asyncio.create_task(self._stt_loop(), name=f"{self.id}-stt")
+        await self._emit(Ready(self.id, self.input_sample_rate, self.output_sample_rate))
+        await self._emit(StateChanged("listening"))
+        self.log.info("session_started")
+        for result in self.engine.host.broadcast("session_started", session=self):
+            await await_me_maybe(result)
+        greeting = self.engine.config.agent.greeting
+        if greeting:
+            await self.say(greeting)
+
+    async def close(self, reason: str = "closed") -> None:
+        """End the session: cancel every task, close every provider stream, then emit ``closed``."""
+        if self._closed:
+            return
+        self._closed = True
+        self._close_reason = reason
+        await self._cancel_reply()
+        self._stt_input.close()
+        if self._stt_task is not None:
+            self._stt_task.cancel()
+            await asyncio.gather(self._stt_task, return_exceptions=True)
+        await self._turn_stream.aclose()
+        self.events.purge(lambda e: isinstance(e, AudioOut))
+        if not self.events.put_nowait(Closed(reason)):
+            self.events.purge(lambda e: True)
+            self.events.put_nowait(Closed(reason))
+        self.events.close()
+        self.log.info("session_ended", reason=reason, turns=self.turns)
+        for result in self.engine.host.broadcast("session_ended", session=self, reason=reason):
+            try:
+                await await_me_maybe(result)
+            except Exception as exc:
+                self.log.warning("observer_failed", hook="session_ended", error=describe(exc))
+
+    async def __aenter__(self) -> Session:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close("closed" if exc[0] is None else "error")
+
+    async def iter_events(self) -> AsyncIterator[Event]:
+        while (event := await self.events.get()) is not None:
+            yield event
+
+    # ----------------------------------------------------------------------------------------- input
+
+    async def send_audio(self, pcm: bytes) -> None:
+        """Microphone audio at ``input_sample_rate`` (PCM16 mono); any length, an odd byte is carried over."""
+        if self._closed:
+            raise SessionClosed(self.id)
+        if self._odd:
+            pcm = self._odd + pcm
+        cut = len(pcm) // 2 * 2
+        self._odd = pcm[cut:]
+        for frame in self._framer.push(self._resampler(pcm[:cut])):
+            await self._on_frame(frame)
+
+    async def send_text(self, text: str) -> None:
+        """A typed user turn: skips VAD and STT."""
+        if self._closed:
+            raise SessionClosed(self.id)
+        text = text.strip()
+        if not text:
+            return
+        await self.interrupt("new_turn")
+        metrics = TurnMetrics(self.id, new_id("turn"))
+        metrics.stamp("final_transcript")
+        await self._emit(Transcript(text, True, metrics.turn_id))
+        await self._begin_reply(text, metrics)
+
+    async def say(self, text: str) -> None:
+        """Speak ``text`` as the agent (a greeting, an announcement), without asking the LLM."""
+        await self.interrupt("new_turn")
+        metrics = TurnMetrics(self.id, new_id("turn"))
+        metrics.stamp("final_transcript")
+        await self._begin_reply(None, metrics, fixed_text=text)
+
+    async def interrupt(self, reason: str = "client") -> bool:
+        """Stop the current reply now: cancel LLM and TTS, drop queued audio, tell the client."""
+        task, turn = self._reply_task, self._turn
+        if task is None or turn is None or task.done():
+            return False
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if turn.finished:  # only the audible tail was left: the client must still drop it
+            self.events.purge(lambda e: isinstance(e, AudioOut) and e.turn_id == turn.id)
+            await self._emit(Interrupted(turn.id))
+            self._turn = None
+            await self._set_state("listening")
+            return True
+        purged = self.events.purge(lambda e: isinstance(e, AudioOut) and e.turn_id == turn.id)
+        turn.interrupted = True
+        turn.metrics.interrupted = True
+        self.log.info("interrupted", turn_id=turn.id, reason=reason, dropped_frames=purged)
+        if turn.metrics.first_audio_out is None and turn.user_text:
+            self._carry_user_text = turn.user_text  # nothing was said: the user's words join the next turn
+        await self._emit(Interrupted(turn.id))
+        played = max(0, turn.emitted_bytes - purged * self._frame_bytes_out() - self._lead_bytes())
+        await self._finish_turn(turn, played_bytes=played)
+        if not self._closed:
+            await self._set_state("listening")
+        return True
+
+    # ----------------------------------------------------------------------------- speech detection
+
+    async def _on_frame(self, frame: bytes) -> None:
+        speech = self._vad.probability(frame) >= self._taking.vad_threshold
+        if speech:
+            self._speech_run_ms += self._frame_ms
+            self._last_speech_at = now()
+        else:
+            self._speech_run_ms = 0.0
+        if not self._user_speaking:
+            self._preroll.append(frame)
+            if speech and self._speech_run_ms >= max(self._taking.min_speech_ms, self._frame_ms):
+                await self._start_utterance()
+            return
+        self._utterance += frame
+        await self._push_stt(frame)
+        if speech:
+            self._pause_ms = 0.0
+            self._utterance_speech_ms += self._frame_ms
+            self._turn_stream.on_speech()
+            await self._maybe_barge_in()
+        else:
+            self._pause_ms += self._frame_ms
+            if self._turn_stream.on_pause(self._utterance, self._pause_ms, self.sample_rate):
+                await self._end_of_turn()
+
+    async def _start_utterance(self) -> None:
+        self._user_speaking = True
+        self._pause_ms = 0.0
+        self._utterance_speech_ms = self._speech_run_ms
+        self._utterance = bytearray()
+        self._turn_stream.on_speech()
+        self._utterance_turn = TurnMetrics(self.id, new_id("turn"))
+        for frame in self._preroll:
+            self._utterance += frame
+            await self._push_stt(frame)
+        self._preroll.clear()
+        await self._maybe_barge_in()
+
+    async def _maybe_barge_in(self) -> None:
+        if (
+            self._taking.barge_in
+            and self._reply_task is not None
+            and not self._reply_task.done()
+            and self._utterance_speech_ms >= self._taking.barge_in_min_ms
+        ):
+            await self.interrupt("barge_in")
+
+    async def _end_of_turn(self) -> None:
+        metrics = self._utterance_turn or TurnMetrics(self.id, new_id("turn"))
+        metrics.speech_end = self._last_speech_at
+        metrics.stamp("end_of_turn")
+        self._user_speaking = False
+        self._speech_run_ms = 0.0
+        self._utterance_turn = None
+        self._pending_finals.append(metrics)
+        await self._push_stt(FLUSH)
+        await self._set_state("thinking")
+
+    # ------------------------------------------------------------------------------------------ STT
+
+    async def _push_stt(self, item: bytes | Flush) -> None:
+        try:
+            await self._stt_input.put(item)
+        except ChannelClosed:
+            pass
+
+    async def _stt_source(self) -> AsyncIterator[bytes | Flush]:
+        """What the STT reads: first the replay of an unanswered utterance (after a fallback), then live input."""
+        for item in list(self._stt_replay):
+            yield item
+        max_items = int(MAX_REPLAY_S * 1000 / self._frame_ms)
+        while (item := await self._stt_input.get()) is not None:
+            self._stt_replay.append(item)
+            if len(self._stt_replay) > max_items:
+                self._stt_replay.popleft()
+            yield item
+
+    async def _stt_loop(self) -> None:
+        """One transcription stream for the whole session; on failure the next STT takes over the audio."""
+        chain = self.engine.runtime.stt
+        index = 0
+        while not self._closed and index < len(chain):
+            live = chain[index]
+            try:
+                async with asyncio.timeout(None) as deadline:
+                    self._stt_deadline = (deadline, live.timeout_s)
+                    self._arm_stt_deadline()  # a flush may be waiting already (after a fallback)
+                    stream = live.provider.transcribe(self._stt_source(), sample_rate=self.sample_rate)
+                    async with aclosing(stream):
+                        async for event in stream:
+                            await self._on_transcript(event, live.name)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = exc if not isinstance(exc, TimeoutError) else ProviderTimeout(
+                    f"no final transcript within {live.timeout_s:g} s", provider=live.name
+                )
+                self.log.warning("stt_failed", provider=live.name, error=describe(error))
+                index += 1
+                if index >= len(chain):
+                    code = error.code if isinstance(error, ProviderError) else "stt_failed"
+                    await self._emit(ErrorEvent(code, f"speech recognition failed: {describe(error)}"))
+                    while self._pending_finals:
+                        self._pending_finals.popleft()
+                    await self._set_state("listening")
+        return
+
+    def _arm_stt_deadline(self) -> None:
+        """While a final transcript is owed, the STT has ``timeout_s`` to give it (else: fall back)."""
+        deadline, timeout_s = self._stt_deadline
+        if deadline is not None:
+            deadline.reschedule(asyncio.get_running_loop().time() + timeout_s if self._pending_finals else None)
+
+    async def _on_transcript(self, event: TranscriptEvent, provider: str) -> None:
+        metrics = self._pending_finals[0] if self._pending_finals else self._utterance_turn
+        turn_id = metrics.turn_id if metrics else new_id("turn")
+        if not event.final:
+            text = f"{self._early_final} {event.text}".strip()
+            if text:
+                await self._emit(Transcript(text, False, turn_id))
+            return
+        if not self._pending_finals:
+            # a streaming STT finalised a segment before our end of turn: keep it for the final
+            self._early_final = f"{self._early_final} {event.text}".strip()
+            if self._early_final:
+                await self._emit(Transcript(self._early_final, False, turn_id))
+            return
+        metrics = self._pending_finals.popleft()
+        self._drop_answered_replay()
+        self._arm_stt_deadline()
+        text = f"{self._early_final} {event.text}".strip()
+        self._early_final = ""
+        metrics.stamp("final_transcript")
+        metrics.stt_provider = provider
+        if not text:
+            await self._set_state("speaking" if self._reply_active() else "listening")
+            return
+        await self._emit(Transcript(text, True, metrics.turn_id))
+        if self._carry_user_text:
+            text = f"{self._carry_user_text} {text}"
+            self._carry_user_text = ""
+        await self._begin_reply(text, metrics)
+
+    def _drop_answered_replay(self) -> None:
+        while self._stt_replay:
+            if isinstance(self._stt_replay.popleft(), Flush):
+                return
+
+    # ---------------------------------------------------------------------------------------- reply
+
+    def _reply_active(self) -> bool:
+        return self._reply_task is not None and not self._reply_task.done()
+
+    async def _begin_reply(self, user_text: str | None, metrics: TurnMetrics, *, fixed_text: str | None = None) -> None:
+        await self._cancel_reply()
+        turn = Turn(metrics.turn_id, user_text, metrics, started_at=time.time())
+        self._turn = turn
+        messages = self.memory.context(user_text) if fixed_text is None else None
+        await self._set_state("thinking")
+        self._reply_task = asyncio.create_task(self._run_reply(turn, messages, fixed_text), name=f"{turn.id}-reply")
+
+    async def _run_reply(self, turn: Turn, messages: Any, fixed_text: str | None) -> None:
+        remaining = 0.0
+        try:
+            remaining = await self._replies.run(turn, messages, fixed_text)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as group:
+            errors = group.exceptions if isinstance(group, BaseExceptionGroup) else (group,)
+            first = errors[0]
+            if isinstance(first, (KeyboardInterrupt, SystemExit)):
+                raise
+            code = first.code if isinstance(first, ProviderError) else "turn_failed"
+            turn.error = code
+            self.log.warning("turn_failed", turn_id=turn.id, error=describe(first))
+            await self._emit(ErrorEvent(code, describe(first)))
+        await self._finish_turn(turn, played_bytes=turn.emitted_bytes)
+        if remaining > 0:
+            await asyncio.sleep(remaining)  # the listener is still hearing the tail: keep 'speaking'
+        if self._turn is turn:
+            self._turn = None
+            await self._set_state("listening")
+
+    async def _cancel_reply(self) -> None:
+        task = self._reply_task
+        if task is not None and not task.done():
+            await self.interrupt("new_turn")
+        self._reply_task = None
+
+    async def _finish_turn(self, turn: Turn, *, played_bytes: int) -> None:
+        turn.finished = True
+        spoken = turn.spoken_text(played_bytes) if turn.interrupted else turn.reply_text
+        if turn.user_text is not None and not (turn.interrupted and turn.metrics.first_audio_out is None):
+            self.memory.add_user(turn.user_text)
+            self.memory.add_assistant(spoken)
+        elif turn.user_text is None and spoken:
+            self.memory.add_assistant(spoken)
+        self.turns += 1
+        figures = turn.metrics.figures()
+        record = TurnRecord(
+            self.id, turn.id, turn.user_text, spoken, turn.reply_text, turn.interrupted, turn.error,
+            figures, turn.started_at,
+        )
+        await self._emit(MetricsEvent(turn.id, figures))
+        self.log.info("turn_completed", turn_id=turn.id, interrupted=turn.interrupted, error=turn.error, **{
+            k: v for k, v in figures.items() if k.endswith("_ms") and v is not None
+        })
+        self.engine.record_metrics(turn.metrics)
+        for hook, kwargs in (("turn_metrics", {"metrics": turn.metrics}), ("turn_completed", {"turn": record})):
+            for result in self.engine.host.broadcast(hook, session=self, **kwargs):
+                try:
+                    await await_me_maybe(result)
+                except Exception as exc:
+                    self.log.warning("observer_failed", hook=hook, error=describe(exc))
+
+    # ---------------------------------------------------------------------------------------- output
+
+    async def _emit(self, event: Event) -> None:
+        try:
+            await self.events.put(event)
+        except ChannelClosed:
+            pass
+
+    async def _set_state(self, state: State) -> None:
+        if state != self.state:
+            self.state = state
+            await self._emit(StateChanged(state))
+        if state == "thinking":
+            self._arm_stt_deadline()
+
+    def _frame_bytes_out(self) -> int:
+        return self.output_sample_rate * self.engine.config.pipeline.output.frame_ms // 1000 * 2
+
+    def _lead_bytes(self) -> int:
+        return self.output_sample_rate * self.engine.config.pipeline.output.lead_ms // 1000 * 2
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "transport": self.transport,
+            "state": self.state,
+            "turns": self.turns,
+            "started_at": self.started_at,
+        }

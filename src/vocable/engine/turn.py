@@ -1,0 +1,303 @@
+"""One reply: LLM stream -> sentences -> TTS stream -> paced audio out, all cancellable at once.
+
+Three tasks run side by side in a TaskGroup so the TTS works on sentence two while sentence one plays:
+the LLM pump writes text into a ``TextFeed``, the TTS pump turns it into audio chunks in a bounded queue,
+and the player cuts them into frames and hands them to the session at real time plus a small lead.
+Cancelling the reply task cancels all three, and ``aclosing`` closes every provider stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from vocable.engine.audio import Framer, Resampler
+from vocable.engine.channel import Channel
+from vocable.engine.events import AudioOut, Event, Reply, ToolCallEvent
+from vocable.engine.fallback import ServedBy, fallback_stream
+from vocable.engine.metrics import TurnMetrics, now
+from vocable.engine.textfeed import TextFeed
+from vocable.providers.base import AudioChunk, Message, TextDelta, Tool, ToolCall, Usage, split_sentences
+
+if TYPE_CHECKING:
+    from vocable.config.model import OutputConfig
+    from vocable.engine.runtime import Runtime
+
+log = structlog.get_logger("vocable.turn")
+
+ToolHandler = Callable[..., Awaitable[Any] | Any]
+MAX_TOOL_ROUNDS = 4
+LLM_STALL_S = 20.0
+TTS_STALL_S = 30.0
+
+
+@dataclass(slots=True)
+class Segment:
+    """A piece of reply text and how much of its audio went out (for memory after a barge-in)."""
+
+    text: str | None
+    start_byte: int
+    end_byte: int | None = None
+
+
+@dataclass(slots=True)
+class Turn:
+    id: str
+    user_text: str | None
+    metrics: TurnMetrics
+    reply_text: str = ""
+    segments: list[Segment] = field(default_factory=list)
+    emitted_bytes: int = 0
+    interrupted: bool = False
+    error: str | None = None
+    started_at: float = 0.0
+    finished: bool = False
+
+    def spoken_text(self, played_bytes: int) -> str:
+        """The reply as far as it was heard: whole segments, then the heard share of the current one."""
+        if not self.segments or all(s.text is None for s in self.segments):
+            if self.emitted_bytes <= 0:
+                return ""
+            return _leading_words(self.reply_text, played_bytes / self.emitted_bytes)
+        parts: list[str] = []
+        for segment in self.segments:
+            if segment.text is None or played_bytes <= segment.start_byte:
+                continue
+            end = segment.end_byte if segment.end_byte is not None else self.emitted_bytes
+            length = max(1, end - segment.start_byte)
+            parts.append(_leading_words(segment.text, (played_bytes - segment.start_byte) / length))
+        return " ".join(p for p in parts if p)
+
+
+def _leading_words(text: str, fraction: float) -> str:
+    words = text.split()
+    if fraction >= 1.0:
+        return text.strip()
+    return " ".join(words[: int(len(words) * max(0.0, fraction))])
+
+
+class Player:
+    """Cuts audio into frames and paces them at real time plus ``lead_ms``."""
+
+    def __init__(self, output: OutputConfig, sample_rate: int, pace: bool) -> None:
+        self.sample_rate = sample_rate
+        self.pace = pace
+        self.lead_s = output.lead_ms / 1000.0
+        self.framer = Framer(sample_rate * output.frame_ms // 1000)
+        self._resamplers: dict[int, Resampler] = {}
+        self._t0: float | None = None
+        self.sent_s = 0.0
+
+    def convert(self, chunk: AudioChunk) -> list[bytes]:
+        resampler = self._resamplers.get(chunk.sample_rate)
+        if resampler is None:
+            resampler = self._resamplers[chunk.sample_rate] = Resampler(chunk.sample_rate, self.sample_rate)
+        return self.framer.push(resampler(chunk.pcm))
+
+    def tail(self) -> list[bytes]:
+        rest = self.framer.rest()
+        if not rest:
+            return []
+        return [rest + b"\x00" * (self.framer.frame_bytes - len(rest))]
+
+    async def wait_turn(self, frame: bytes) -> None:
+        """Sleep until ``frame`` may be sent; a TTS underrun restarts the clock rather than bursting."""
+        if not self.pace:
+            return
+        clock = now()
+        if self._t0 is None:
+            self._t0 = clock
+        ahead = self.sent_s - (clock - self._t0)
+        if ahead < 0:
+            self._t0 += -ahead
+            ahead = 0.0
+        if ahead > self.lead_s:
+            await asyncio.sleep(ahead - self.lead_s)
+        self.sent_s += len(frame) / 2 / self.sample_rate
+
+    def remaining_s(self) -> float:
+        if not self.pace or self._t0 is None:
+            return 0.0
+        return max(0.0, self.sent_s - (now() - self._t0))
+
+
+class ReplyRunner:
+    """Runs one turn's reply; owned by a Session, which gives it ways to emit events and change state."""
+
+    def __init__(
+        self,
+        *,
+        runtime: Runtime,
+        output: OutputConfig,
+        output_sample_rate: int,
+        emit: Callable[[Event], Awaitable[None]],
+        on_speaking: Callable[[], Awaitable[None]],
+        tools: dict[str, tuple[Tool, ToolHandler]],
+        pace: bool,
+        queue_chunks: int,
+        log_context: dict[str, Any],
+    ) -> None:
+        self.runtime = runtime
+        self.output = output
+        self.output_sample_rate = output_sample_rate
+        self.emit = emit
+        self.on_speaking = on_speaking
+        self.tools = tools
+        self.pace = pace
+        self.queue_chunks = queue_chunks
+        self.log = log.bind(**log_context)
+
+    async def run(self, turn: Turn, messages: list[Message] | None, fixed_text: str | None = None) -> float:
+        """Produce the reply; return how many seconds of audio are still ahead of the listener."""
+        feed = TextFeed()
+        audio: Channel[AudioChunk | str | None] = Channel(self.queue_chunks)
+        player = Player(self.output, self.output_sample_rate, self.pace)
+        async with asyncio.TaskGroup() as group:
+            if fixed_text is None:
+                assert messages is not None
+                group.create_task(self._pump_llm(turn, messages, feed))
+            else:
+                feed.push(fixed_text)
+                feed.close()
+                turn.reply_text = fixed_text
+                turn.metrics.stamp("llm_request")
+                turn.metrics.stamp("llm_first_token")
+            group.create_task(self._pump_tts(turn, feed, audio))
+            await self._play(turn, audio, player)
+        return player.remaining_s()
+
+    # ------------------------------------------------------------------------------------------- LLM
+
+    async def _pump_llm(self, turn: Turn, messages: list[Message], feed: TextFeed) -> None:
+        metrics = turn.metrics
+        tools = [tool for tool, _ in self.tools.values()]
+        served = ServedBy()
+        try:
+            metrics.stamp("llm_request")
+            for _round in range(MAX_TOOL_ROUNDS):
+                calls: list[ToolCall] = []
+                stream = fallback_stream(
+                    "llm", self.runtime.llm, lambda p: p.stream(messages, tools=tools),
+                    served=served, stall_timeout_s=LLM_STALL_S, turn_id=turn.id,
+                )
+                async with aclosing(stream):
+                    async for chunk in stream:
+                        if isinstance(chunk, TextDelta):
+                            if not chunk.text:
+                                continue
+                            metrics.stamp("llm_first_token")
+                            turn.reply_text += chunk.text
+                            feed.push(chunk.text)
+                            await self.emit(Reply(chunk.text, False, turn.id))
+                        elif isinstance(chunk, ToolCall):
+                            calls.append(chunk)
+                        elif isinstance(chunk, Usage):
+                            metrics.prompt_tokens = (metrics.prompt_tokens or 0) + chunk.prompt_tokens
+                            metrics.completion_tokens = (metrics.completion_tokens or 0) + chunk.completion_tokens
+                metrics.llm_provider = served.name
+                if not calls:
+                    break
+                messages = messages + [Message("assistant", turn.reply_text, tool_calls=tuple(calls))]
+                for call in calls:
+                    await self.emit(ToolCallEvent(turn.id, call.id, call.name, call.arguments))
+                    messages.append(Message("tool", await self._call_tool(call), tool_call_id=call.id, name=call.name))
+            await self.emit(Reply("", True, turn.id))
+        finally:
+            feed.close()
+
+    async def _call_tool(self, call: ToolCall) -> str:
+        entry = self.tools.get(call.name)
+        if entry is None:
+            return json.dumps({"error": f"unknown tool {call.name!r}"})
+        try:
+            arguments = json.loads(call.arguments or "{}")
+            result = entry[1](**arguments)
+            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                result = await result
+        except Exception as exc:
+            self.log.warning("tool_failed", tool=call.name, error=str(exc))
+            return json.dumps({"error": f"{type(exc).__name__}: {exc}"})
+        return result if isinstance(result, str) else json.dumps(result, default=str)
+
+    # ------------------------------------------------------------------------------------------- TTS
+
+    async def _pump_tts(self, turn: Turn, feed: TextFeed, audio: Channel[AudioChunk | str | None]) -> None:
+        chain = self.runtime.tts
+        metrics = turn.metrics
+        try:
+            if chain and chain[0].provider.capabilities.streaming_input:
+                served = ServedBy()
+                stream = fallback_stream(
+                    "tts", chain, lambda p: p.speak(feed.read()),
+                    served=served, stall_timeout_s=TTS_STALL_S, turn_id=turn.id,
+                )
+                async with aclosing(stream):
+                    async for chunk in stream:
+                        if metrics.tts_request is None:
+                            metrics.first_text_ready = metrics.llm_first_token
+                            metrics.tts_request = feed.first_read
+                        metrics.stamp("tts_first_audio")
+                        await audio.put(chunk)
+                metrics.tts_provider = served.name
+                return
+            buffer = ""
+            async for piece in feed.read():
+                buffer += piece
+                sentences, buffer = split_sentences(buffer)
+                for sentence in sentences:
+                    await self._speak_sentence(turn, sentence, audio)
+            if buffer.strip():
+                await self._speak_sentence(turn, buffer.strip(), audio)
+        finally:
+            await audio.put(None)
+
+    async def _speak_sentence(self, turn: Turn, sentence: str, audio: Channel[AudioChunk | str | None]) -> None:
+        metrics = turn.metrics
+        metrics.stamp("first_text_ready")
+        await audio.put(sentence)
+        served = ServedBy()
+        metrics.stamp("tts_request")
+        stream = fallback_stream(
+            "tts", self.runtime.tts, lambda p: p.synthesize(sentence),
+            served=served, stall_timeout_s=TTS_STALL_S, turn_id=turn.id,
+        )
+        async with aclosing(stream):
+            async for chunk in stream:
+                metrics.stamp("tts_first_audio")
+                await audio.put(chunk)
+        metrics.tts_provider = metrics.tts_provider or served.name
+
+    # ---------------------------------------------------------------------------------------- player
+
+    async def _play(self, turn: Turn, audio: Channel[AudioChunk | str | None], player: Player) -> None:
+        while (item := await audio.get()) is not None:
+            if isinstance(item, str):
+                self._start_segment(turn, item)
+                continue
+            if item.text is not None:
+                self._start_segment(turn, item.text)
+            for frame in player.convert(item):
+                await self._send(turn, frame, player)
+        for frame in player.tail():
+            await self._send(turn, frame, player)
+        if turn.segments and turn.segments[-1].end_byte is None:
+            turn.segments[-1].end_byte = turn.emitted_bytes
+
+    def _start_segment(self, turn: Turn, text: str) -> None:
+        if turn.segments and turn.segments[-1].end_byte is None:
+            turn.segments[-1].end_byte = turn.emitted_bytes
+        turn.segments.append(Segment(text, turn.emitted_bytes))
+
+    async def _send(self, turn: Turn, frame: bytes, player: Player) -> None:
+        await player.wait_turn(frame)
+        if turn.metrics.first_audio_out is None:
+            turn.metrics.stamp("first_audio_out")
+            await self.on_speaking()
+        turn.emitted_bytes += len(frame)
+        await self.emit(AudioOut(frame, self.output_sample_rate, turn.id))

@@ -1,0 +1,47 @@
+"""``energy``: a dependency-free VAD on signal level. The engine's default when no model is installed.
+
+It is crude (noise above the threshold counts as speech) but costs microseconds, and is what the scripted
+test pipeline uses. Install ``vocable[local]`` and select ``silero`` for real use.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from vocable.providers.base import VAD, ProviderSettings, VADCapabilities, VADStream
+
+
+class EnergyVADSettings(ProviderSettings):
+    threshold_dbfs: float = Field(default=-45.0, le=0, description="level above which a frame is speech")
+    frame_ms: int = Field(default=20, ge=10, le=100)
+
+
+class _EnergyStream(VADStream):
+    __slots__ = ("_threshold",)
+
+    def __init__(self, threshold_dbfs: float) -> None:
+        self._threshold = 32768.0 * 10 ** (threshold_dbfs / 20.0)
+
+    def probability(self, frame: bytes) -> float:
+        samples = np.frombuffer(frame, dtype="<i2").astype(np.float32)
+        if samples.size == 0:
+            return 0.0
+        level = float(np.sqrt(np.mean(samples * samples)))
+        return 1.0 if level >= self._threshold else 0.0
+
+
+class EnergyVAD(VAD):
+    name = "energy"
+    Settings = EnergyVADSettings
+    capabilities: ClassVar[VADCapabilities] = VADCapabilities(sample_rate=16000, frame_samples=320)
+
+    def __init__(self, settings: EnergyVADSettings | None = None) -> None:
+        super().__init__(settings)
+        frame_samples = 16 * self.settings.frame_ms
+        self.capabilities = VADCapabilities(sample_rate=16000, frame_samples=frame_samples)
+
+    def open(self) -> VADStream:
+        return _EnergyStream(self.settings.threshold_dbfs)

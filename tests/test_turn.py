@@ -1,0 +1,241 @@
+"""The streaming turn on the scripted fakes: audio in to audio out, barge-in, fallback, clean endings."""
+
+from __future__ import annotations
+
+import asyncio
+
+from conftest import assert_no_new_tasks, feed, scripted_engine, utterance
+
+from vocable.engine.events import (
+    AudioOut,
+    Closed,
+    ErrorEvent,
+    Interrupted,
+    MetricsEvent,
+    Ready,
+    Reply,
+    StateChanged,
+    Transcript,
+)
+
+
+async def run_turn(engine, pcm=None, text=None, pace=False, timeout_s=10.0):
+    await engine.start()
+    async with engine.conversation(pace=pace) as conv:
+        first = await conv.next_event(Ready)
+        if text is not None:
+            await conv.send_text(text)
+        else:
+            await feed(conv, pcm or utterance())
+        events = await conv.collect_turn(timeout_s)
+    await engine.stop()
+    return first, events
+
+
+async def test_whole_turn_from_audio_to_audio():
+    engine = scripted_engine()
+    ready, events = await run_turn(engine)
+    assert ready.output_sample_rate == 16000 and ready.session_id
+    kinds = [type(e).__name__ for e in events]
+    transcripts = [e for e in events if isinstance(e, Transcript)]
+    assert transcripts[-1].final and transcripts[-1].text == "what is the weather today"
+    interims = [t for t in transcripts if not t.final]
+    assert interims, "interim transcripts must come before the final"
+    assert events.index(interims[0]) < events.index(transcripts[-1])
+    reply = "".join(e.text for e in events if isinstance(e, Reply))
+    assert reply == "It is sunny. Take a hat with you today."
+    audio = b"".join(e.pcm for e in events if isinstance(e, AudioOut))
+    assert len(audio) >= 16000 * 2 * 0.35, "expected the reply audio (39 chars at 10 ms each)"
+    states = [e.state for e in events if isinstance(e, StateChanged)]
+    assert states.index("thinking") < states.index("speaking")
+    metrics = events[-1]
+    assert isinstance(metrics, MetricsEvent)
+    for key in ("stt_ms", "llm_ttft_ms", "tts_ttfb_ms", "voice_to_voice_ms", "engine_overhead_ms"):
+        assert metrics.figures[key] is not None and metrics.figures[key] >= 0, key
+    # voice-to-voice includes the 300 ms hangover measured in audio time, fed instantly here
+    assert metrics.figures["voice_to_voice_ms"] >= metrics.figures["engine_overhead_ms"]
+    assert kinds.index("AudioOut") > kinds.index("Transcript")
+
+
+async def test_typed_turn_skips_stt():
+    engine = scripted_engine(llm={"provider": "scripted", "echo": True})
+    _, events = await run_turn(engine, text="hello engine")
+    assert [e.text for e in events if isinstance(e, Transcript)] == ["hello engine"]
+    assert "".join(e.text for e in events if isinstance(e, Reply)) == "You said: hello engine."
+
+
+async def test_reply_audio_starts_before_the_llm_stream_ends():
+    engine = scripted_engine(llm={
+        "provider": "scripted", "token_delay_ms": 30,
+        "reply": "First sentence is here. Then a second sentence follows. And a third one to finish.",
+    })
+    _, events = await run_turn(engine, text="go")
+    first_audio = next(i for i, e in enumerate(events) if isinstance(e, AudioOut))
+    final_reply = next(i for i, e in enumerate(events) if isinstance(e, Reply) and e.final)
+    assert first_audio < final_reply
+
+
+async def test_barge_in_stops_audio_and_closes_the_llm_stream():
+    engine = scripted_engine(
+        llm={"provider": "scripted", "token_delay_ms": 80,
+             "reply": "One two three four. Five six seven eight. Nine ten eleven twelve. Thirteen fourteen fifteen."},
+        tts={"provider": "scripted", "ms_per_char": 40},
+    )
+    llm = engine.runtime.llm[0].provider
+    await engine.start()
+    before = asyncio.all_tasks()
+    async with engine.conversation(pace=True) as conv:
+        await conv.send_text("tell me a long story")
+        first = await conv.next_event(AudioOut, timeout_s=5)
+        # the client plays the first words (it reads the audio) while the LLM still streams
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 0.8
+        while loop.time() < until:
+            await conv.session.events.get()
+        await feed(conv, utterance(speech_ms=400, pause_ms=0), realtime=False)
+        after: list = []
+        while True:
+            event = await conv.session.events.get()
+            after.append(event)
+            if isinstance(event, Interrupted):
+                break
+        assert event.turn_id == first.turn_id
+        # nothing of the interrupted turn is sent after `interrupted`
+        await asyncio.sleep(0.2)
+        rest = []
+        while len(conv.session.events):
+            rest.append(await conv.session.events.get())
+        assert not any(isinstance(e, AudioOut) and e.turn_id == first.turn_id for e in rest)
+        assert llm.counters.opened == 1 and llm.counters.closed == 1 and llm.counters.completed == 0
+        memory = conv.session.memory.messages
+        spoken = memory[-1].content
+        assert memory[-1].role == "assistant" and 0 < len(spoken) < len(llm.settings.reply)
+        assert llm.settings.reply.startswith(spoken)
+    await engine.stop()
+    await assert_no_new_tasks(before)
+
+
+async def test_explicit_interrupt():
+    engine = scripted_engine(tts={"provider": "scripted", "ms_per_char": 30})
+    await engine.start()
+    async with engine.conversation(pace=True) as conv:
+        await conv.send_text("hi")
+        await conv.next_event(AudioOut, timeout_s=5)
+        assert await conv.interrupt()
+        event = await conv.next_event(Interrupted, timeout_s=2)
+        assert event.turn_id
+        metrics = await conv.next_event(MetricsEvent, timeout_s=2)
+        assert metrics.figures["interrupted"] is True
+    await engine.stop()
+
+
+async def test_fallback_when_the_first_llm_raises():
+    engine = scripted_engine(llm=[
+        {"provider": "scripted", "fail": "raise"},
+        {"provider": "scripted", "reply": "Backup answers."},
+    ])
+    _, events = await run_turn(engine, text="hello")
+    assert "".join(e.text for e in events if isinstance(e, Reply)) == "Backup answers."
+    assert not any(isinstance(e, ErrorEvent) for e in events)
+    assert engine.runtime.llm[0].provider.counters.closed == 1
+
+
+async def test_fallback_when_the_first_llm_hangs():
+    engine = scripted_engine(llm=[
+        {"provider": "scripted", "fail": "hang", "timeout_s": 0.3},
+        {"provider": "scripted", "reply": "Backup answers."},
+    ])
+    _, events = await run_turn(engine, text="hello")
+    assert "".join(e.text for e in events if isinstance(e, Reply)) == "Backup answers."
+    assert events[-1].figures["llm_provider"] == "scripted"
+    assert engine.runtime.llm[0].provider.counters.cancelled == 1
+
+
+async def test_retryable_error_is_retried_before_falling_back():
+    engine = scripted_engine(llm=[
+        {"provider": "scripted", "fail": "raise", "fail_times": 1, "retries": 2, "reply": "Second try works."},
+        {"provider": "scripted", "reply": "Backup."},
+    ])
+    _, events = await run_turn(engine, text="hello")
+    assert "".join(e.text for e in events if isinstance(e, Reply)) == "Second try works."
+    assert engine.runtime.llm[0].provider.counters.opened == 2
+
+
+async def test_auth_error_is_not_retried():
+    engine = scripted_engine(llm=[
+        {"provider": "scripted", "fail": "auth", "retries": 3},
+        {"provider": "scripted", "reply": "Backup."},
+    ])
+    _, events = await run_turn(engine, text="hello")
+    assert engine.runtime.llm[0].provider.counters.opened == 1
+    assert "".join(e.text for e in events if isinstance(e, Reply)) == "Backup."
+
+
+async def test_error_event_only_when_every_provider_fails():
+    engine = scripted_engine(llm=[{"provider": "scripted", "fail": "raise"}, {"provider": "scripted", "fail": "auth"}])
+    _, events = await run_turn(engine, text="hello")
+    errors = [e for e in events if isinstance(e, ErrorEvent)]
+    assert len(errors) == 1 and errors[0].code == "authentication_failed"
+    assert "every llm provider failed" in errors[0].message
+
+
+async def test_tts_fallback_and_stt_fallback_replays_the_utterance():
+    engine = scripted_engine(
+        stt=[{"provider": "scripted", "fail": "hang", "timeout_s": 0.5},
+             {"provider": "scripted", "transcripts": ["from the backup stt"]}],
+        tts=[{"provider": "scripted", "fail": "raise"}, {"provider": "scripted", "sample_rate": 24000}],
+    )
+    _, events = await run_turn(engine)
+    final = [e for e in events if isinstance(e, Transcript) and e.final]
+    assert final and final[0].text == "from the backup stt"
+    assert any(isinstance(e, AudioOut) for e in events)
+    assert events[-1].figures["tts_provider"] == "scripted"
+
+
+async def test_session_end_leaves_no_task_and_closes_streams():
+    engine = scripted_engine(llm={"provider": "scripted", "token_delay_ms": 200, "reply": "a b c d e f g h i j"})
+    await engine.start()
+    before = asyncio.all_tasks()
+    async with engine.conversation() as conv:
+        await conv.send_text("hello")
+        await conv.next_event(Reply, timeout_s=5)
+    # the session ended mid-reply
+    events = []
+    async for event in conv.events():
+        events.append(event)
+    assert isinstance(events[-1], Closed)
+    await assert_no_new_tasks(before)
+    llm = engine.runtime.llm[0].provider
+    stt = engine.runtime.stt[0].provider
+    assert llm.counters.opened == llm.counters.closed == 1
+    assert stt.counters.opened == stt.counters.closed == 1
+    assert not engine.sessions
+    await engine.stop()
+
+
+async def test_memory_keeps_context_across_turns():
+    engine = scripted_engine(llm={"provider": "scripted", "echo": True})
+    await engine.start()
+    async with engine.conversation(pace=False) as conv:
+        for text in ("first question", "second question"):
+            await conv.send_text(text)
+            await conv.collect_turn()
+    llm = engine.runtime.llm[0].provider
+    last_request = llm.counters.requests[-1]
+    assert [m.role for m in last_request] == ["system", "user", "assistant", "user"]
+    assert last_request[1].content == "first question"
+    await engine.stop()
+
+
+async def test_tools_are_called_and_answered():
+    engine = scripted_engine(llm={"provider": "scripted", "echo": True, "tool_call": "clock",
+                                  "tool_arguments": '{"city": "Tokyo"}'})
+
+    @engine.tool(description="the time in a city", parameters={"type": "object", "properties": {"city": {"type": "string"}}})
+    async def clock(city: str) -> str:
+        return f"noon in {city}"
+
+    _, events = await run_turn(engine, text="what time is it in Tokyo")
+    reply = "".join(e.text for e in events if isinstance(e, Reply))
+    assert "noon in Tokyo" in reply
+    assert any(e.type == "tool_call" and e.name == "clock" for e in events)
