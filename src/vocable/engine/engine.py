@@ -28,7 +28,7 @@ from vocable.engine.conversation import Conversation
 from vocable.engine.metrics import TurnMetrics
 from vocable.engine.runtime import Runtime
 from vocable.engine.session import Session
-from vocable.logging import scrubber
+from vocable.logging import configure_logging, scrubber
 from vocable.plugins.manager import PluginHost, autoload_enabled
 from vocable.providers.base import Tool
 from vocable.transports.base import Transport
@@ -53,6 +53,8 @@ class Engine:
         autoload: bool | None = None,
     ) -> None:
         self.config = config
+        if not structlog.is_configured():  # structlog's own default writes to stdout; logs belong on stderr
+            configure_logging(config.server.log_level, config.server.log_format)
         if autoload is None:
             autoload = config.plugins.autoload and autoload_enabled()
         self.host = PluginHost(autoload=autoload, plugins=[*config.plugins.modules, *plugins])

@@ -165,7 +165,7 @@ class Session:
 
     async def start(self) -> None:
         self._stt_task = asyncio.create_task(self._stt_loop(), name=f"{self.id}-stt")
-        await self._emit(Ready(self.id, self.input_sample_rate, self.output_sample_rate))
+        await self._emit(self.ready_event())
         await self._emit(StateChanged("listening"))
         self.log.info("session_started")
         for result in self.engine.host.broadcast("session_started", session=self):
@@ -221,6 +221,23 @@ class Session:
         self._odd = pcm[cut:]
         for frame in self._framer.push(self._resampler(pcm[:cut])):
             await self._on_frame(frame)
+
+    def set_input_sample_rate(self, rate: int) -> None:
+        """Change the client's audio rate (the WebSocket ``start`` message); ValueError if unsupported."""
+        if rate not in SUPPORTED_INPUT_RATES:
+            raise ValueError(f"unsupported sample rate {rate}; supported: {', '.join(map(str, SUPPORTED_INPUT_RATES))}")
+        if rate != self.input_sample_rate:
+            self.input_sample_rate = rate
+            self._odd = b""
+            self._resampler = Resampler(rate, self.sample_rate)
+
+    async def report_error(self, code: str, message: str, *, fatal: bool = False) -> None:
+        """Tell the client about a problem with its input (transports call this for bad messages)."""
+        self.log.info("client_error", code=code, fatal=fatal)
+        await self._emit(ErrorEvent(code, message, fatal))
+
+    def ready_event(self) -> Ready:
+        return Ready(self.id, self.input_sample_rate, self.output_sample_rate)
 
     async def send_text(self, text: str) -> None:
         """A typed user turn: skips VAD and STT."""

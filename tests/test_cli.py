@@ -1,0 +1,113 @@
+"""The `vocable` command: plugins, check, schema, and the example third-party plugin installed with pip."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import scripted_config
+
+ROOT = Path(__file__).resolve().parents[1]
+VOCABLE = [sys.executable, "-m", "vocable.cli"]
+
+
+def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*VOCABLE, *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "vocable.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_plugins_lists_providers_by_kind():
+    out = run("plugins")
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    for kind in ("stt:", "llm:", "tts:", "vad:", "turn:", "metrics:", "transport:"):
+        assert kind in text
+    assert "scripted" in text and "energy" in text and "silence" in text
+    data = json.loads(run("plugins", "--json").stdout)
+    assert data["providers"]["llm"]["scripted"] == "testing"
+
+
+def test_check_accepts_a_good_config(tmp_path):
+    out = run("check", str(write(tmp_path, scripted_config())))
+    assert out.returncode == 0, out.stderr
+    assert "ok" in out.stdout and "llm: scripted" in out.stdout
+
+
+def test_check_names_a_misspelt_key(tmp_path):
+    data = scripted_config(llm={"provider": "scripted", "temprature": 0.2})
+    out = run("check", str(write(tmp_path, data)))
+    assert out.returncode == 1
+    assert "pipeline.llm.temprature: unknown key" in out.stderr
+
+
+def test_check_reports_every_error(tmp_path):
+    data = scripted_config(llm={"provider": "nope"}, tts={"provider": "scripted", "chunk_ms": -1})
+    out = run("check", str(write(tmp_path, data)))
+    assert out.returncode == 1
+    assert "pipeline.llm.provider" in out.stderr and "pipeline.tts.chunk_ms" in out.stderr
+    assert "2 error(s)" in out.stderr
+
+
+def test_schema_is_json_schema():
+    out = run("schema")
+    assert out.returncode == 0, out.stderr
+    schema = json.loads(out.stdout)
+    assert schema["$schema"].endswith("2020-12/schema")
+    assert "pipeline" in schema["properties"]
+    assert "llm__scripted" in schema["$defs"]
+
+
+@pytest.fixture(scope="module")
+def reverse_installed():
+    """pip-install the example plugin, as a plugin's user would, and remove it afterwards."""
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    str(ROOT / "examples" / "vocable-reverse")], check=True, capture_output=True, timeout=300)
+    yield
+    subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", "-q", "vocable-reverse"],
+                   capture_output=True, timeout=120)
+
+
+def test_example_plugin_is_found_and_selected_through_yaml(reverse_installed, tmp_path):
+    out = run("plugins")
+    assert "reverse" in out.stdout and "from reverse" in out.stdout
+    data = scripted_config(llm={"provider": "reverse", "uppercase": True})
+    assert run("check", str(write(tmp_path, data))).returncode == 0
+    bad = scripted_config(llm={"provider": "reverse", "upper": True})
+    assert "pipeline.llm.upper: unknown key" in run("check", str(write(tmp_path, bad))).stderr
+    script = (
+        "import asyncio, sys\n"
+        "from vocable import Engine\n"
+        "from vocable.engine.events import Reply\n"
+        "async def main():\n"
+        f"    engine = Engine.from_yaml({str(tmp_path / 'vocable.yaml')!r})\n"
+        "    await engine.start()\n"
+        "    async with engine.conversation(pace=False) as conv:\n"
+        "        await conv.send_text('one two three')\n"
+        "        events = await conv.collect_turn()\n"
+        "    await engine.stop()\n"
+        "    print(''.join(e.text for e in events if isinstance(e, Reply)))\n"
+        "asyncio.run(main())\n"
+    )
+    write(tmp_path, data)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "THREE TWO ONE."
+
+
+def test_example_plugin_passes_the_contract_kit(reverse_installed):
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          str(ROOT / "examples" / "vocable-reverse" / "tests")],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT / "examples" / "vocable-reverse")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "passed" in out.stdout
