@@ -106,6 +106,12 @@ class PipelineConfig(Section):
         return self
 
 
+class StorageConfig(Section):
+    url: str | None = Field(
+        default=None, description="where finished turns are written, e.g. sqlite:///vocable.db; null: nowhere"
+    )
+
+
 class PluginsConfig(Section):
     autoload: bool = True
     modules: list[str] = Field(default_factory=list, description="plugin modules to load by import path")
@@ -118,6 +124,7 @@ class VocableConfig(Section):
     agent: AgentConfig = AgentConfig()
     metrics: list[ProviderRef] = Field(default_factory=lambda: [ProviderRef(provider="log")])
     plugins: PluginsConfig = PluginsConfig()
+    storage: StorageConfig = StorageConfig()
 
     @field_validator("metrics", mode="before")
     @classmethod

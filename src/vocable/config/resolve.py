@@ -5,6 +5,7 @@ The result, ``ResolvedConfig``, is what the engine runs on, and ``redacted`` is 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from vocable.providers.errors import ProviderUnavailable
 
 _SECRET_WORDS = ("key", "token", "secret", "password", "credential", "authorization")
 REDACTED = "**********"
+_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +112,8 @@ def _redact(value: Any, key: str = "") -> Any:
         return [_redact(v, key) for v in value]
     if isinstance(value, str) and value and any(word in key.lower() for word in _SECRET_WORDS):
         return REDACTED
+    if isinstance(value, str) and "://" in value and "@" in value:
+        return _URL_PASSWORD.sub(r"\1" + REDACTED + "@", value)
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)

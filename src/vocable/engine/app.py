@@ -37,6 +37,15 @@ def build_app(engine: Engine) -> Starlette:
     async def sessions(request: Request) -> Response:
         return JSONResponse({"sessions": [s.summary() for s in list(engine.sessions.values())]})
 
+    async def transcript(request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        if engine.store is None:
+            return JSONResponse({"error": "persistence is off: set storage.url in the config"}, status_code=404)
+        data = await engine.store.transcript(session_id)
+        if data is None:
+            return JSONResponse({"error": f"no session {session_id}"}, status_code=404)
+        return JSONResponse(data)
+
     async def config(request: Request) -> Response:
         return JSONResponse(engine.redacted_config())
 
@@ -63,6 +72,7 @@ def build_app(engine: Engine) -> Starlette:
         Route("/", dashboard),
         Route("/health", health),
         Route("/sessions", sessions),
+        Route("/sessions/{session_id}/transcript", transcript),
         Route("/config", config),
         Route("/client-config", client_config),
         Route("/metrics", metrics),

@@ -28,6 +28,7 @@ from vocable.engine.conversation import Conversation
 from vocable.engine.metrics import TurnMetrics
 from vocable.engine.runtime import Runtime
 from vocable.engine.session import Session
+from vocable.engine.store import TurnStore
 from vocable.logging import configure_logging, scrubber
 from vocable.plugins.manager import PluginHost, autoload_enabled
 from vocable.providers.base import Tool
@@ -63,6 +64,7 @@ class Engine:
         self.runtime = Runtime.build(self.resolved)
         self.transports: list[Transport] = [cls(self, settings) for cls, settings in self.resolved.transports]
         self.sessions: dict[str, Session] = {}
+        self.store = TurnStore(config.storage.url) if config.storage.url else None
         self.tools: dict[str, tuple[Tool, Callable[..., Any]]] = {}
         self.started_at = time.time()
         self.load_error: str | None = None
@@ -113,6 +115,8 @@ class Engine:
         if self.runtime.started:
             return
         try:
+            if self.store is not None:
+                await self.store.open()
             await self.runtime.start()
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
@@ -155,6 +159,9 @@ class Engine:
             self._loader.cancel()
             await asyncio.gather(self._loader, return_exceptions=True)
         await self.runtime.aclose()
+        if self.store is not None:
+            await self.store.close()
+            self.store = TurnStore(self.config.storage.url) if self.config.storage.url else None
 
     @asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:

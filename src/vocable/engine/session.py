@@ -163,11 +163,18 @@ class Session:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def close_reason(self) -> str | None:
+        """Why the session ended (e.g. ``server_shutdown``), so a transport can pick a close code."""
+        return self._close_reason
+
     async def start(self) -> None:
         self._stt_task = asyncio.create_task(self._stt_loop(), name=f"{self.id}-stt")
         await self._emit(self.ready_event())
         await self._emit(StateChanged("listening"))
         self.log.info("session_started")
+        if self.engine.store is not None:
+            await self.engine.store.session_started(self.id, self.transport, self.started_at)
         for result in self.engine.host.broadcast("session_started", session=self):
             await await_me_maybe(result)
         greeting = self.engine.config.agent.greeting
@@ -192,6 +199,11 @@ class Session:
             self.events.put_nowait(Closed(reason))
         self.events.close()
         self.log.info("session_ended", reason=reason, turns=self.turns)
+        if self.engine.store is not None:
+            try:
+                await self.engine.store.session_ended(self.id, time.time(), reason)
+            except Exception as exc:
+                self.log.error("store_failed", error=describe(exc))
         for result in self.engine.host.broadcast("session_ended", session=self, reason=reason):
             try:
                 await await_me_maybe(result)
@@ -490,6 +502,11 @@ class Session:
             self.id, turn.id, turn.user_text, spoken, turn.reply_text, turn.interrupted, turn.error,
             figures, turn.started_at,
         )
+        if self.engine.store is not None:
+            try:
+                await self.engine.store.write_turn(record)
+            except Exception as exc:  # the conversation goes on; the operator sees the failure
+                self.log.error("store_failed", turn_id=turn.id, error=describe(exc))
         await self._emit(MetricsEvent(turn.id, figures))
         self.log.info("turn_completed", turn_id=turn.id, interrupted=turn.interrupted, error=turn.error, **{
             k: v for k, v in figures.items() if k.endswith("_ms") and v is not None

@@ -1,0 +1,133 @@
+"""Conversation persistence: every finished turn is written to SQLite the moment it ends.
+
+Writes go through one worker thread that owns the connection (sqlite3 connections are not shared across
+threads), so the event loop never waits on disk. The database runs in WAL mode: a committed turn survives
+the server being killed with SIGKILL, and readers (``GET /sessions/{id}/transcript``) never block writers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vocable.engine.session import TurnRecord
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    transport TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    end_reason TEXT
+);
+CREATE TABLE IF NOT EXISTS turns (
+    turn_id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions(id),
+    seq INTEGER NOT NULL,
+    user_text TEXT,
+    reply_text TEXT NOT NULL,
+    full_reply_text TEXT NOT NULL,
+    interrupted INTEGER NOT NULL,
+    error TEXT,
+    metrics TEXT NOT NULL,
+    started_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS turns_by_session ON turns(session_id, seq);
+"""
+
+
+def sqlite_path(url: str) -> str:
+    """``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or ``sqlite://:memory:`` to a sqlite3 path."""
+    if not url.startswith("sqlite://"):
+        raise ValueError(f"unsupported storage URL {url!r}: use sqlite:///path/to/file.db")
+    rest = url[len("sqlite://"):]
+    if rest in ("", "/:memory:", ":memory:"):
+        return ":memory:"
+    return rest[1:] if rest.startswith("/") else rest
+
+
+class TurnStore:
+    def __init__(self, url: str) -> None:
+        self.path = sqlite_path(url)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vocable-store")
+        self._db: sqlite3.Connection | None = None
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def _open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+        self._db = db
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._open()
+        assert self._db is not None
+        return self._db
+
+    async def open(self) -> None:
+        await self._run(self._open)
+
+    async def close(self) -> None:
+        def close() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+        await self._run(close)
+        self._pool.shutdown(wait=True)
+
+    async def session_started(self, session_id: str, transport: str, started_at: float) -> None:
+        await self._run(lambda: self._conn().execute(
+            "INSERT OR IGNORE INTO sessions(id, transport, started_at) VALUES (?, ?, ?)",
+            (session_id, transport, started_at),
+        ))
+
+    async def session_ended(self, session_id: str, ended_at: float, reason: str) -> None:
+        await self._run(lambda: self._conn().execute(
+            "UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ?", (ended_at, reason, session_id)
+        ))
+
+    async def write_turn(self, turn: TurnRecord) -> None:
+        def write() -> None:
+            db = self._conn()
+            (seq,) = db.execute("SELECT COUNT(*) FROM turns WHERE session_id = ?", (turn.session_id,)).fetchone()
+            db.execute(
+                "INSERT OR REPLACE INTO turns VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (turn.turn_id, turn.session_id, seq, turn.user_text, turn.reply_text, turn.full_reply_text,
+                 int(turn.interrupted), turn.error, json.dumps(turn.metrics), turn.started_at),
+            )
+        await self._run(write)
+
+    async def transcript(self, session_id: str) -> dict[str, Any] | None:
+        def read() -> dict[str, Any] | None:
+            db = self._conn()
+            row = db.execute(
+                "SELECT id, transport, started_at, ended_at, end_reason FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            turns = db.execute(
+                "SELECT turn_id, user_text, reply_text, full_reply_text, interrupted, error, metrics, started_at "
+                "FROM turns WHERE session_id = ? ORDER BY seq", (session_id,),
+            ).fetchall()
+            return {
+                "session_id": row[0], "transport": row[1], "started_at": row[2], "ended_at": row[3],
+                "end_reason": row[4],
+                "turns": [
+                    {"turn_id": t[0], "user_text": t[1], "reply_text": t[2], "full_reply_text": t[3],
+                     "interrupted": bool(t[4]), "error": t[5], "metrics": json.loads(t[6]), "started_at": t[7]}
+                    for t in turns
+                ],
+            }
+        result: dict[str, Any] | None = await self._run(read)
+        return result
