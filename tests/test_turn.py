@@ -239,3 +239,29 @@ async def test_tools_are_called_and_answered():
     reply = "".join(e.text for e in events if isinstance(e, Reply))
     assert "noon in Tokyo" in reply
     assert any(e.type == "tool_call" and e.name == "clock" for e in events)
+
+
+async def test_idle_timeout_and_max_length_end_the_session_with_a_reason():
+    from conftest import scripted_config
+
+    from vocable import Engine
+
+    data = scripted_config()
+    data["server"] = {"idle_timeout_s": 0.3}
+    engine = Engine.from_dict(data, autoload=False, plugins=["vocable.plugins.core", "vocable.testing.plugin"])
+    await engine.start()
+    async with engine.conversation() as conv:
+        error = await conv.next_event(ErrorEvent, timeout_s=5)
+        assert error.code == "idle_timeout" and error.fatal
+        closed = await conv.next_event(Closed, timeout_s=2)
+        assert closed.reason == "idle_timeout"
+        assert conv.id not in engine.sessions
+    data["server"] = {"max_session_s": 0.5}
+    engine2 = Engine.from_dict(data, autoload=False, plugins=["vocable.plugins.core", "vocable.testing.plugin"])
+    await engine2.start()
+    async with engine2.conversation() as conv:
+        await conv.send_text("keep me busy")
+        closed = await conv.next_event(Closed, timeout_s=5)
+        assert closed.reason == "max_session_length"
+    await engine.stop()
+    await engine2.stop()

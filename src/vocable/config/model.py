@@ -52,6 +52,8 @@ class ServerConfig(Section):
     log_level: str = "info"
     log_format: str = Field(default="console", pattern="^(console|json)$")
     auth: AuthConfig | None = None
+    idle_timeout_s: float | None = Field(default=300.0, gt=0, description="end a session with no user speech or text")
+    max_session_s: float | None = Field(default=3600.0, gt=0, description="end any session after this long")
 
 
 class MemoryConfig(Section):

@@ -138,6 +138,8 @@ class Session:
         self._stt_input: Channel[bytes | Flush] = Channel(pipeline.queue_frames)
         self._stt_replay: deque[bytes | Flush] = deque()
         self._stt_task: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self.last_activity = time.monotonic()
         self._stt_deadline: tuple[asyncio.Timeout | None, float] = (None, 0.0)
         self._pending_finals: deque[TurnMetrics] = deque()
         self._early_final = ""
@@ -170,6 +172,7 @@ class Session:
 
     async def start(self) -> None:
         self._stt_task = asyncio.create_task(self._stt_loop(), name=f"{self.id}-stt")
+        self._watchdog = asyncio.create_task(self._watch_limits(), name=f"{self.id}-limits")
         await self._emit(self.ready_event())
         await self._emit(StateChanged("listening"))
         self.log.info("session_started")
@@ -187,6 +190,9 @@ class Session:
             return
         self._closed = True
         self._close_reason = reason
+        if self._watchdog is not None and self._watchdog is not asyncio.current_task():
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
         await self._cancel_reply()
         self._stt_input.close()
         if self._stt_task is not None:
@@ -198,6 +204,7 @@ class Session:
             self.events.purge(lambda e: True)
             self.events.put_nowait(Closed(reason))
         self.events.close()
+        self.engine.sessions.pop(self.id, None)
         self.log.info("session_ended", reason=reason, turns=self.turns)
         if self.engine.store is not None:
             try:
@@ -258,6 +265,7 @@ class Session:
         text = text.strip()
         if not text:
             return
+        self.last_activity = time.monotonic()
         await self.interrupt("new_turn")
         metrics = TurnMetrics(self.id, new_id("turn"))
         metrics.stamp("final_transcript")
@@ -297,6 +305,24 @@ class Session:
             await self._set_state("listening")
         return True
 
+    async def _watch_limits(self) -> None:
+        """End the session when it has been idle (no user speech or text) or open for too long."""
+        server = self.engine.config.server
+        opened = time.monotonic()
+        while True:
+            await asyncio.sleep(min(1.0, server.idle_timeout_s or 1.0))
+            clock = time.monotonic()
+            reason = None
+            if server.max_session_s is not None and clock - opened >= server.max_session_s:
+                reason = ("max_session_length", f"sessions last at most {server.max_session_s:g} s")
+            elif (server.idle_timeout_s is not None and clock - self.last_activity >= server.idle_timeout_s
+                  and self.state == "listening" and not self._user_speaking):
+                reason = ("idle_timeout", f"no speech or text for {server.idle_timeout_s:g} s")
+            if reason is not None:
+                await self.report_error(reason[0], reason[1], fatal=True)
+                await self.close(reason[0])
+                return
+
     # ----------------------------------------------------------------------------- speech detection
 
     async def _on_frame(self, frame: bytes) -> None:
@@ -330,6 +356,7 @@ class Session:
         self._utterance = bytearray()
         self._turn_stream.on_speech()
         self._utterance_turn = TurnMetrics(self.id, new_id("turn"))
+        self.last_activity = time.monotonic()
         for frame in self._preroll:
             self._utterance += frame
             await self._push_stt(frame)
