@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -42,7 +42,18 @@ def _as_chain(value: Any) -> Any:
 
 
 class AuthConfig(Section):
-    api_key: Any = None  # a SecretStr once resolved; kept loose so ${VAR} may be unset when auth is off
+    """Set to require a token for every session (see docs/security.md)."""
+
+    api_key: SecretStr = Field(description="the key your backend sends to POST /session to get tokens")
+    token_ttl_s: int = Field(default=300, ge=10, le=86400)
+    allow_dashboard: bool = Field(default=False, description="the built-in dashboard may get tokens without the key")
+
+    @field_validator("api_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("the API key must be at least 16 characters")
+        return value
 
 
 class ServerConfig(Section):
@@ -52,6 +63,9 @@ class ServerConfig(Section):
     log_level: str = "info"
     log_format: str = Field(default="console", pattern="^(console|json)$")
     auth: AuthConfig | None = None
+    allowed_origins: list[str] = Field(default_factory=list, description="browser origins allowed; empty: any")
+    rate_limit_per_minute: int = Field(default=120, ge=0, description="new sessions per client address; 0: off")
+    resume_grace_s: float = Field(default=30.0, ge=0, description="a dropped session may resume this long")
     idle_timeout_s: float | None = Field(default=300.0, gt=0, description="end a session with no user speech or text")
     max_session_s: float | None = Field(default=3600.0, gt=0, description="end any session after this long")
 

@@ -10,6 +10,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from vocable.engine.gate import Refused
+
 if TYPE_CHECKING:
     from vocable.engine.engine import Engine
 
@@ -46,6 +48,28 @@ def build_app(engine: Engine) -> Starlette:
             return JSONResponse({"error": f"no session {session_id}"}, status_code=404)
         return JSONResponse(data)
 
+    async def issue_token(request: Request) -> Response:
+        try:
+            engine.gate.check_rate(request.client.host if request.client else None)
+            engine.gate.check_api_key(request.headers.get("authorization"))
+        except Refused as refused:
+            return JSONResponse({"error": refused.code, "message": refused.reason}, status_code=refused.status)
+        return JSONResponse(engine.gate.issue())
+
+    async def dashboard_token(request: Request) -> Response:
+        """Tokens for the dashboard served by this server, when the operator allows it."""
+        gate = engine.gate
+        origin, host = request.headers.get("origin"), request.headers.get("host")
+        same_origin = request.headers.get("sec-fetch-site") == "same-origin" or (
+            origin is not None and host is not None and origin.split("://", 1)[-1] == host)
+        if gate.enabled and not (gate.allow_dashboard and same_origin):
+            return JSONResponse({"error": "unauthorized", "message": "dashboard tokens are not allowed"}, status_code=401)
+        try:
+            gate.check_rate(request.client.host if request.client else None)
+        except Refused as refused:
+            return JSONResponse({"error": refused.code, "message": refused.reason}, status_code=refused.status)
+        return JSONResponse({**gate.issue(), "required": gate.enabled})
+
     async def config(request: Request) -> Response:
         return JSONResponse(engine.redacted_config())
 
@@ -71,6 +95,8 @@ def build_app(engine: Engine) -> Starlette:
     routes: list[BaseRoute] = [
         Route("/", dashboard),
         Route("/health", health),
+        Route("/session", issue_token, methods=["POST"]),
+        Route("/session/dashboard-token", dashboard_token, methods=["POST"]),
         Route("/sessions", sessions),
         Route("/sessions/{session_id}/transcript", transcript),
         Route("/config", config),

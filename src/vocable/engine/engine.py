@@ -29,6 +29,7 @@ from vocable.engine.metrics import TurnMetrics
 from vocable.engine.runtime import Runtime
 from vocable.engine.session import Session
 from vocable.engine.store import TurnStore
+from vocable.engine.gate import Admission, Gate
 from vocable.logging import configure_logging, scrubber
 from vocable.plugins.manager import PluginHost, autoload_enabled
 from vocable.providers.base import Tool
@@ -65,6 +66,8 @@ class Engine:
         self.transports: list[Transport] = [cls(self, settings) for cls, settings in self.resolved.transports]
         self.sessions: dict[str, Session] = {}
         self.store = TurnStore(config.storage.url) if config.storage.url else None
+        self.gate = Gate(config.server)
+        self._resumable: dict[str, tuple[float, list[Any]]] = {}  # session id -> (deadline, memory)
         self.tools: dict[str, tuple[Tool, Callable[..., Any]]] = {}
         self.started_at = time.time()
         self.load_error: str | None = None
@@ -95,8 +98,8 @@ class Engine:
         for _, settings in self.resolved.transports:
             walk(settings)
         auth = self.config.server.auth
-        if auth is not None and isinstance(auth.api_key, str):
-            scrubber.add(auth.api_key)
+        if auth is not None:
+            scrubber.add(auth.api_key.get_secret_value())
 
     # ------------------------------------------------------------------------------------ life cycle
 
@@ -176,14 +179,30 @@ class Engine:
 
     async def open_session(
         self, *, transport: str, input_sample_rate: int | None = None, pace: bool = True,
-        session_id: str | None = None,
+        session_id: str | None = None, admission: Admission | None = None,
     ) -> Session:
-        """Create and start a session, or raise CapacityError/NotReady/ValueError at once."""
+        """Create and start a session, or raise CapacityError/NotReady/ValueError at once.
+
+        With an ``admission`` whose ``resume_session_id`` names a session that dropped less than
+        ``server.resume_grace_s`` ago, the new session takes that id and its conversation memory.
+        """
         if len(self.sessions) >= self.config.server.max_sessions:
             self._counters["sessions_refused_total"] += 1
             raise CapacityError(f"the server is at its limit of {self.config.server.max_sessions} sessions")
         await self.wait_ready(timeout_s=120)
+        memory = None
+        resume_id = admission.resume_session_id if admission is not None else None
+        if resume_id is not None:
+            memory = self._take_resumable(resume_id)
+            if memory is not None:
+                session_id = resume_id
         session = Session(self, transport=transport, input_sample_rate=input_sample_rate, pace=pace, session_id=session_id)
+        if memory is not None:
+            for message in memory:
+                session.memory.add(message)
+            session.resumed = True
+        if admission is not None:
+            self.gate.bind(admission, session.id)
         self.sessions[session.id] = session
         self._counters["sessions_total"] += 1
         try:
@@ -193,11 +212,26 @@ class Engine:
             raise
         return session
 
-    async def close_session(self, session: Session, reason: str = "closed") -> None:
+    async def close_session(self, session: Session, reason: str = "closed", *, resumable: bool = False) -> None:
+        """End a session. ``resumable``: the client vanished; keep its conversation for the grace window.
+
+        Every task and provider stream ends now either way; only the memory is kept, so a vanished client
+        costs nothing while the server waits for it to come back.
+        """
         try:
             await session.close(reason)
         finally:
             self.sessions.pop(session.id, None)
+        grace = self.config.server.resume_grace_s
+        if resumable and grace > 0:
+            self._resumable[session.id] = (time.monotonic() + grace, session.memory.messages)
+
+    def _take_resumable(self, session_id: str) -> list[Any] | None:
+        clock = time.monotonic()
+        for sid in [sid for sid, (deadline, _) in self._resumable.items() if deadline < clock]:
+            del self._resumable[sid]
+        entry = self._resumable.pop(session_id, None)
+        return entry[1] if entry is not None else None
 
     @asynccontextmanager
     async def conversation(self, *, pace: bool = True, input_sample_rate: int | None = None) -> AsyncIterator[Conversation]:

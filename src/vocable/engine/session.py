@@ -105,6 +105,7 @@ class Session:
         self.started_at = time.time()
         self.state: State = "listening"
         self.turns = 0
+        self.resumed = False
         self.input_sample_rate = rate
         self.sample_rate = pipeline.sample_rate
         self.output_sample_rate = pipeline.output.sample_rate or engine.runtime.output_sample_rate

@@ -1,0 +1,162 @@
+"""Who may open a session: API-key-issued tokens, an origin allow-list, and per-address rate limits.
+
+A voice endpoint on the open internet spends the operator's API money, so when ``server.auth`` is set
+every session needs a short-lived signed token (JWT, HS256) that the operator's backend gets from
+``POST /session`` with its API key. A token opens exactly one session; it may only be used again to
+resume that same session within the grace window. Transports call ``admit`` *before* accepting a
+connection, so a refused client never gets a session, a socket, or a provider stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from vocable.config.model import ServerConfig
+
+TOKEN_AUDIENCE = "vocable-session"
+MAX_TRACKED_CLIENTS = 10000
+
+
+class Refused(Exception):
+    """A request that must not go further: HTTP ``status`` or WebSocket ``close_code``, with a reason."""
+
+    def __init__(self, status: int, close_code: int, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.close_code = close_code
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    token_id: str | None  # None when auth is off
+    resume_session_id: str | None
+
+
+class RateLimiter:
+    """A sliding one-minute window per client address, with a bounded number of addresses tracked."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._hits: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def hit(self, client: str) -> bool:
+        if self.per_minute <= 0:
+            return True
+        clock = time.monotonic()
+        hits = self._hits.pop(client, None) or deque()
+        while hits and clock - hits[0] > 60.0:
+            hits.popleft()
+        allowed = len(hits) < self.per_minute
+        if allowed:
+            hits.append(clock)
+        self._hits[client] = hits
+        while len(self._hits) > MAX_TRACKED_CLIENTS:
+            self._hits.popitem(last=False)
+        return allowed
+
+
+class Gate:
+    def __init__(self, server: ServerConfig) -> None:
+        self.server = server
+        auth = server.auth
+        self.api_key: str | None = auth.api_key.get_secret_value() if auth is not None else None
+        self.token_ttl_s = auth.token_ttl_s if auth is not None else 300
+        self.allow_dashboard = bool(auth.allow_dashboard) if auth is not None else True
+        self._secret = (
+            hmac.new(self.api_key.encode(), b"vocable session tokens", hashlib.sha256).digest()
+            if self.api_key else secrets.token_bytes(32)
+        )
+        self._used: dict[str, tuple[str, float]] = {}  # token id -> (session id, expiry)
+        self.limiter = RateLimiter(server.rate_limit_per_minute)
+
+    @property
+    def enabled(self) -> bool:
+        return self.api_key is not None
+
+    # ------------------------------------------------------------------------------------------ checks
+
+    def check_origin(self, origin: str | None, host: str | None = None) -> None:
+        allowed = self.server.allowed_origins
+        if not allowed or origin is None:
+            return  # no allow-list; or a non-browser client (browsers always send Origin)
+        if "same-origin" in allowed and host and urlsplit(origin).netloc == host:
+            return
+        if origin.rstrip("/") not in {a.rstrip("/") for a in allowed}:
+            raise Refused(403, 1008, "origin_not_allowed", f"origin {origin} is not allowed")
+
+    def check_rate(self, client: str | None) -> None:
+        if not self.limiter.hit(client or "unknown"):
+            raise Refused(429, 1013, "rate_limited", "too many sessions from this address; try again in a minute")
+
+    def check_api_key(self, authorization: str | None) -> None:
+        if not self.enabled:
+            return
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.api_key.encode()):  # type: ignore[union-attr]
+            raise Refused(401, 1008, "unauthorized", "a valid API key is required (Authorization: Bearer <key>)")
+
+    # ------------------------------------------------------------------------------------------ tokens
+
+    def issue(self) -> dict[str, Any]:
+        import jwt
+
+        now = int(time.time())
+        claims = {"jti": secrets.token_urlsafe(16), "iat": now, "exp": now + self.token_ttl_s, "aud": TOKEN_AUDIENCE}
+        return {"token": jwt.encode(claims, self._secret, algorithm="HS256"), "expires_in": self.token_ttl_s}
+
+    def _verify(self, token: str | None) -> dict[str, Any]:
+        import jwt
+
+        if not token:
+            raise Refused(401, 1008, "token_required", "a session token is required: POST /session first")
+        try:
+            return jwt.decode(token, self._secret, algorithms=["HS256"], audience=TOKEN_AUDIENCE,
+                              options={"require": ["exp", "jti"]})
+        except jwt.ExpiredSignatureError:
+            raise Refused(401, 1008, "token_expired", "the session token has expired") from None
+        except jwt.PyJWTError:
+            raise Refused(401, 1008, "token_invalid", "the session token is not valid") from None
+
+    def admit(
+        self, *, token: str | None, origin: str | None, host: str | None, client: str | None,
+        resume_session_id: str | None = None,
+    ) -> Admission:
+        """Every check a new connection must pass, before it is accepted."""
+        self.check_origin(origin, host)
+        self.check_rate(client)
+        if not self.enabled:
+            return Admission(None, resume_session_id)
+        claims = self._verify(token)
+        self._forget_expired()
+        used = self._used.get(claims["jti"])
+        if used is not None and used[0] != resume_session_id:
+            raise Refused(403, 1008, "token_used", "this token has already opened a session")
+        return Admission(claims["jti"], resume_session_id if used is not None else None)
+
+    def bind(self, admission: Admission, session_id: str) -> None:
+        """Record that ``admission``'s token now belongs to ``session_id``."""
+        if admission.token_id is not None:
+            self._used[admission.token_id] = (session_id, time.time() + self.token_ttl_s + self.server.resume_grace_s)
+
+    def _forget_expired(self) -> None:
+        clock = time.time()
+        for token_id in [t for t, (_, expiry) in self._used.items() if expiry < clock]:
+            del self._used[token_id]
+
+
+def admit_websocket(gate: Gate, websocket: Any) -> Admission:
+    """``Gate.admit`` for a Starlette WebSocket: token and resume id from the query string."""
+    query = websocket.query_params
+    headers = websocket.headers
+    client = websocket.client.host if websocket.client else None
+    return gate.admit(token=query.get("token"), origin=headers.get("origin"), host=headers.get("host"),
+                      client=client, resume_session_id=query.get("session_id") or query.get("resume"))

@@ -1,0 +1,105 @@
+"""Admission: API-key-issued tokens, single use, resume, origins, rate limits; and resumable sessions."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import jwt
+import pytest
+from conftest import SCRIPTED_PLUGINS, scripted_config
+
+from vocable import Engine
+from vocable.config import ConfigError
+from vocable.engine.gate import Refused
+
+KEY = "test-api-key-0123456789"
+
+
+def engine_with(server: dict) -> Engine:
+    data = scripted_config()
+    data["server"] = server
+    return Engine.from_dict(data, autoload=False, plugins=SCRIPTED_PLUGINS)
+
+
+async def test_post_session_needs_the_api_key_and_gives_a_token():
+    engine = engine_with({"auth": {"api_key": KEY, "token_ttl_s": 60}})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=engine.asgi_app()), base_url="http://t") as client:
+        assert (await client.post("/session")).status_code == 401
+        assert (await client.post("/session", headers={"Authorization": "Bearer wrong"})).status_code == 401
+        response = await client.post("/session", headers={"Authorization": f"Bearer {KEY}"})
+        assert response.status_code == 200
+        body = response.json()
+        assert body["expires_in"] == 60 and body["token"].count(".") == 2
+        assert (await client.post("/session/dashboard-token", headers={"Origin": "http://t"})).status_code == 401
+        config = (await client.get("/config")).json()
+        assert KEY not in str(config)
+
+
+def test_tokens_are_checked_before_anything_else():
+    gate = engine_with({"auth": {"api_key": KEY}}).gate
+    admit = dict(origin=None, host=None, client="1.2.3.4")
+    with pytest.raises(Refused) as info:
+        gate.admit(token=None, **admit)
+    assert info.value.code == "token_required" and info.value.close_code == 1008
+    forged = jwt.encode({"jti": "x", "exp": int(time.time()) + 60, "aud": "vocable-session"}, "another-secret-key-that-is-32-bytes-long")
+    with pytest.raises(Refused) as info:
+        gate.admit(token=forged, **admit)
+    assert info.value.code == "token_invalid"
+    expired = jwt.encode({"jti": "x", "exp": int(time.time()) - 5, "aud": "vocable-session"}, gate._secret)
+    with pytest.raises(Refused) as info:
+        gate.admit(token=expired, **admit)
+    assert info.value.code == "token_expired"
+    token = gate.issue()["token"]
+    first = gate.admit(token=token, **admit)
+    gate.bind(first, "ses_1")
+    with pytest.raises(Refused) as info:
+        gate.admit(token=token, **admit)
+    assert info.value.code == "token_used"
+    resumed = gate.admit(token=token, resume_session_id="ses_1", **admit)
+    assert resumed.resume_session_id == "ses_1"
+    with pytest.raises(Refused):
+        gate.admit(token=token, resume_session_id="ses_other", **admit)
+
+
+def test_origin_allow_list_and_rate_limit():
+    gate = engine_with({"allowed_origins": ["https://app.example", "same-origin"], "rate_limit_per_minute": 3}).gate
+    gate.check_origin("https://app.example", "voice.example")
+    gate.check_origin("http://voice.example", "voice.example")
+    with pytest.raises(Refused) as info:
+        gate.check_origin("https://evil.example", "voice.example")
+    assert info.value.status == 403
+    for _ in range(3):
+        gate.check_rate("9.9.9.9")
+    with pytest.raises(Refused) as info:
+        gate.check_rate("9.9.9.9")
+    assert info.value.status == 429
+    gate.check_rate("8.8.8.8")
+
+
+def test_short_api_key_is_a_config_error():
+    with pytest.raises(ConfigError) as info:
+        engine_with({"auth": {"api_key": "short"}})
+    assert "server.auth.api_key" in dict(info.value.errors)
+    assert "short" not in str(info.value)
+
+
+async def test_a_dropped_session_resumes_inside_the_grace_window_only():
+    from vocable.engine.gate import Admission
+
+    engine = engine_with({"resume_grace_s": 0.5})
+    await engine.start()
+    session = await engine.open_session(transport="test", pace=False)
+    await session.send_text("remember the number seven")
+    while session._reply_task is not None and not session._reply_task.done():
+        await session._reply_task
+    await engine.close_session(session, "client_gone", resumable=True)
+    again = await engine.open_session(transport="test", admission=Admission(None, session.id))
+    assert again.id == session.id and again.resumed
+    assert again.memory.messages[0].content == "remember the number seven"
+    await engine.close_session(again, "client_gone", resumable=True)
+    time.sleep(0.6)
+    late = await engine.open_session(transport="test", admission=Admission(None, session.id))
+    assert late.id != session.id and not late.resumed
+    await engine.close_session(late)
+    await engine.stop()
