@@ -60,6 +60,7 @@ async def vocable_turns(n: int) -> tuple[list[float], list[float]]:
         for _ in range(n):
             for i in range(0, len(clip), step):
                 await conv.send_audio(clip[i : i + step])
+                await asyncio.sleep(0)  # frames arrive as separate socket reads: the loop runs between them
             event = None
             while not isinstance(event, MetricsEvent):
                 event = await conv.session.events.get()

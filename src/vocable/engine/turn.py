@@ -244,6 +244,7 @@ class ReplyRunner:
                             metrics.tts_request = feed.first_read
                         metrics.stamp("tts_first_audio")
                         await audio.put(chunk)
+                        await asyncio.sleep(0)
                 metrics.tts_provider = served.name
                 return
             buffer = ""
@@ -271,6 +272,7 @@ class ReplyRunner:
             async for chunk in stream:
                 metrics.stamp("tts_first_audio")
                 await audio.put(chunk)
+                await asyncio.sleep(0)  # let the player send it now, even if the TTS has more ready
         metrics.tts_provider = metrics.tts_provider or served.name
 
     # ---------------------------------------------------------------------------------------- player
