@@ -43,7 +43,7 @@ from vocable.engine.memory import Memory
 from vocable.engine.metrics import TurnMetrics, now
 from vocable.engine.turn import ReplyRunner, Turn
 from vocable.providers.base import FLUSH, Flush, TranscriptEvent
-from vocable.providers.errors import ProviderError, ProviderTimeout
+from vocable.providers.errors import ProviderError, ProviderTimeout, ServiceUnavailable
 
 if TYPE_CHECKING:
     from vocable.engine.engine import Engine
@@ -417,7 +417,9 @@ class Session:
                     async with aclosing(stream):
                         async for event in stream:
                             await self._on_transcript(event, live.name)
-                return
+                if self._closed or self._stt_input.closed:
+                    return
+                raise ServiceUnavailable("the transcription stream ended unexpectedly", provider=live.name)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
