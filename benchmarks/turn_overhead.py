@@ -23,8 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
 from vocable import Engine  # noqa: E402
 from vocable.engine.events import MetricsEvent  # noqa: E402
 from vocable.providers.base import Message, TextDelta, split_sentences  # noqa: E402

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import scripted_config
+from vocable.testing.scripted import scripted_config
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCABLE = [sys.executable, "-m", "vocable.cli"]

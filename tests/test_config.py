@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import SCRIPTED_PLUGINS, scripted_config
+from vocable.testing.scripted import SCRIPTED_PLUGINS, scripted_config
 
 from vocable import Engine
 from vocable.config import ConfigError, load_yaml, parse_config

@@ -7,7 +7,7 @@ import time
 import httpx
 import jwt
 import pytest
-from conftest import SCRIPTED_PLUGINS, scripted_config
+from vocable.testing.scripted import SCRIPTED_PLUGINS, scripted_config
 
 from vocable import Engine
 from vocable.config import ConfigError

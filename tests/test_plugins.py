@@ -7,7 +7,7 @@ import types
 from pathlib import Path
 
 import pytest
-from conftest import SCRIPTED_PLUGINS, scripted_config
+from vocable.testing.scripted import SCRIPTED_PLUGINS, scripted_config
 
 from vocable import Engine, hookimpl
 from vocable.config import ConfigError

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import httpx
-from conftest import SCRIPTED_PLUGINS, scripted_config
+from vocable.testing.scripted import SCRIPTED_PLUGINS, scripted_config
 
 from vocable import Engine
 from vocable.engine.events import AudioOut, Interrupted

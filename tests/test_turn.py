@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import assert_no_new_tasks, feed, scripted_engine, utterance
+from vocable.testing.scripted import assert_no_new_tasks, feed, scripted_engine, utterance
 
 from vocable.engine.events import (
     AudioOut,
@@ -242,7 +242,7 @@ async def test_tools_are_called_and_answered():
 
 
 async def test_idle_timeout_and_max_length_end_the_session_with_a_reason():
-    from conftest import scripted_config
+    from vocable.testing.scripted import scripted_config
 
     from vocable import Engine
 

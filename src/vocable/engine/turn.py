@@ -65,14 +65,18 @@ class Turn:
             if self.emitted_bytes <= 0:
                 return ""
             return _leading_words(self.reply_text, played_bytes / self.emitted_bytes)
-        parts: list[str] = []
+        spoken = ""
         for segment in self.segments:
             if segment.text is None or played_bytes <= segment.start_byte:
                 continue
             end = segment.end_byte if segment.end_byte is not None else self.emitted_bytes
-            length = max(1, end - segment.start_byte)
-            parts.append(_leading_words(segment.text, (played_bytes - segment.start_byte) / length))
-        return " ".join(p for p in parts if p)
+            fraction = (played_bytes - segment.start_byte) / max(1, end - segment.start_byte)
+            if fraction >= 1.0:
+                spoken += segment.text
+            else:
+                spoken += _leading_words(segment.text, fraction)
+                break
+        return " ".join(spoken.split())
 
 
 def _leading_words(text: str, fraction: float) -> str:
@@ -280,7 +284,7 @@ class ReplyRunner:
     async def _play(self, turn: Turn, audio: Channel[AudioChunk | str | None], player: Player) -> None:
         while (item := await audio.get()) is not None:
             if isinstance(item, str):
-                self._start_segment(turn, item)
+                self._start_segment(turn, item + " ")  # a whole sentence: segments concatenate
                 continue
             if item.text is not None:
                 self._start_segment(turn, item.text)

@@ -213,7 +213,13 @@ def split_sentences(buffer: str, *, min_chars: int = 12) -> tuple[list[str], str
 
 @dataclass(frozen=True, slots=True)
 class AudioChunk:
-    """TTS output. ``text`` is set on the first chunk of each text segment it speaks (for barge-in memory)."""
+    """TTS output audio.
+
+    ``text``, when set, is the text this chunk starts speaking: the engine keeps, after a barge-in, only the
+    text whose audio was heard. Sentence TTS leaves it unset (the engine knows its sentences); a streaming
+    TTS sets it on the first chunk of each piece it can align (a word, some characters). Pieces are
+    concatenated as given, so include their spaces.
+    """
 
     pcm: bytes
     sample_rate: int
