@@ -265,3 +265,61 @@ async def test_idle_timeout_and_max_length_end_the_session_with_a_reason():
         assert closed.reason == "max_session_length"
     await engine.stop()
     await engine2.stop()
+
+
+async def test_speculative_reply_is_held_until_the_end_of_turn():
+    engine = scripted_engine(
+        stt={"provider": "scripted", "transcripts": ["is it raining"], "final_delay_ms": 150},
+        llm={"provider": "scripted", "echo": True},
+        turn={"provider": "silence", "hangover_ms": 500},
+        turn_taking={"speculative_ms": 100},
+    )
+    await engine.start()
+    async with engine.conversation(pace=False) as conv:
+        await conv.next_event(Ready)
+        from vocable.testing.fakes import tone
+        from vocable.testing.speech import silence
+
+        await feed(conv, silence(100) + tone(500, 16000) + silence(300), realtime=True)
+        # 300 ms into the pause: transcribed and prepared, but nothing of the reply may be out yet
+        await asyncio.sleep(0.05)
+        early = []
+        while len(conv.session.events):
+            early.append(await conv.session.events.get())
+        assert not any(isinstance(e, (Reply, AudioOut)) for e in early), early
+        assert conv.session._turn is not None, "the reply should be prepared during the pause"
+        await feed(conv, silence(400), realtime=True)
+        events = await conv.collect_turn()
+    reply = "".join(e.text for e in events if isinstance(e, Reply))
+    assert reply == "You said: is it raining."
+    figures = events[-1].figures
+    assert figures["speculative"] is True
+    assert figures["engine_overhead_ms"] is not None and figures["engine_overhead_ms"] < 100
+    await engine.stop()
+
+
+async def test_speculation_is_dropped_when_the_user_goes_on():
+    engine = scripted_engine(
+        stt={"provider": "scripted", "transcripts": ["turn on", "the kitchen lights"]},
+        llm={"provider": "scripted", "echo": True},
+        turn={"provider": "silence", "hangover_ms": 500},
+        turn_taking={"speculative_ms": 100},
+    )
+    await engine.start()
+    from vocable.testing.fakes import tone
+    from vocable.testing.speech import silence
+
+    async with engine.conversation(pace=False) as conv:
+        await conv.next_event(Ready)
+        await feed(conv, silence(100) + tone(400, 16000) + silence(250), realtime=True)
+        await feed(conv, tone(400, 16000) + silence(700), realtime=True)
+        events = await conv.collect_turn()
+    replies = [e for e in events if isinstance(e, Reply)]
+    assert "".join(e.text for e in replies) == "You said: turn on the kitchen lights."
+    assert len({e.turn_id for e in replies}) == 1
+    assert not any(isinstance(e, Interrupted) for e in events)
+    finals = [e.text for e in events if isinstance(e, Transcript) and e.final]
+    assert finals == ["turn on the kitchen lights"]
+    llm = engine.runtime.llm[0].provider
+    assert llm.counters.opened == llm.counters.closed
+    await engine.stop()

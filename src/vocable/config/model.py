@@ -89,6 +89,10 @@ class TurnTakingConfig(Section):
     pre_roll_ms: int = Field(default=300, ge=0, description="audio kept from before speech starts")
     barge_in: bool = True
     barge_in_min_ms: int = Field(default=120, ge=0, description="speech needed to interrupt the agent")
+    speculative_ms: int = Field(
+        default=0, ge=0,
+        description="after this much pause, transcribe and start the reply early; it is held until the end "
+                    "of turn and dropped if the user goes on. 0: off")
 
 
 class OutputConfig(Section):

@@ -56,7 +56,9 @@ class TurnMetrics:
         parts = [
             _ms(self.final_transcript, self.llm_request),
             _ms(self.first_text_ready, self.tts_request),
-            _ms(self.tts_first_audio, self.first_audio_out),
+            # a speculative reply may be ready before the end of turn: its wait for the turn is not overhead
+            _ms(max(self.tts_first_audio or 0.0, self.end_of_turn or 0.0), self.first_audio_out)
+            if self.tts_first_audio is not None else None,
         ]
         if any(p is None for p in parts):
             return None

@@ -145,6 +145,8 @@ class Session:
         self._pending_finals: deque[TurnMetrics] = deque()
         self._early_final = ""
         self._carry_user_text = ""  # user text of a reply cut off before it spoke: joined to the next turn
+        self._speculation: TurnMetrics | None = None  # a turn transcribed early, awaiting its end of turn
+        self._gates: dict[str, asyncio.Event] = {}  # turn id -> opens when a speculative reply may be heard
         # reply
         self._reply_task: asyncio.Task[None] | None = None
         self._turn: Turn | None = None
@@ -344,11 +346,15 @@ class Session:
             self._pause_ms = 0.0
             self._utterance_speech_ms += self._frame_ms
             self._turn_stream.on_speech()
+            if self._speculation is not None:
+                await self._abandon_speculation()
             await self._maybe_barge_in()
         else:
             self._pause_ms += self._frame_ms
             if self._turn_stream.on_pause(self._utterance, self._pause_ms, self.sample_rate):
                 await self._end_of_turn()
+            elif self._speculation is None and 0 < self._taking.speculative_ms <= self._pause_ms:
+                await self._speculate()
 
     async def _start_utterance(self) -> None:
         self._user_speaking = True
@@ -374,15 +380,47 @@ class Session:
             await self.interrupt("barge_in")
 
     async def _end_of_turn(self) -> None:
-        metrics = self._utterance_turn or TurnMetrics(self.id, new_id("turn"))
+        speculation, self._speculation = self._speculation, None
+        metrics = speculation or self._utterance_turn or TurnMetrics(self.id, new_id("turn"))
         metrics.speech_end = self._last_speech_at
         metrics.stamp("end_of_turn")
         self._user_speaking = False
         self._speech_run_ms = 0.0
         self._utterance_turn = None
+        if speculation is not None:
+            self._gates.pop(metrics.turn_id).set()  # the held reply may now be heard
+        else:
+            self._pending_finals.append(metrics)
+            await self._push_stt(FLUSH)
+        await self._set_state("speaking" if self._turn is not None and self._turn.metrics.first_audio_out else "thinking")
+
+    async def _speculate(self) -> None:
+        """The user paused: transcribe now and prepare the reply, held until the turn really ends.
+
+        On a slow STT this saves the whole final decode; if the user goes on speaking the prepared reply
+        is dropped unheard and their words so far join the rest of the turn.
+        """
+        metrics = self._utterance_turn or TurnMetrics(self.id, new_id("turn"))
+        metrics.speech_end = self._last_speech_at
+        metrics.extra["speculative"] = True
+        self._speculation = metrics
+        self._gates[metrics.turn_id] = asyncio.Event()
         self._pending_finals.append(metrics)
         await self._push_stt(FLUSH)
-        await self._set_state("thinking")
+
+    async def _abandon_speculation(self) -> None:
+        metrics, self._speculation = self._speculation, None
+        assert metrics is not None
+        self._gates.pop(metrics.turn_id, None)
+        metrics.extra["abandoned"] = True
+        turn, task = self._turn, self._reply_task
+        if turn is not None and turn.id == metrics.turn_id and task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            self._turn = self._reply_task = None
+            if turn.user_text:
+                self._carry_user_text = turn.user_text
+        self._utterance_turn = TurnMetrics(self.id, new_id("turn"))
 
     # ------------------------------------------------------------------------------------------ STT
 
@@ -463,13 +501,29 @@ class Session:
         self._early_final = ""
         metrics.stamp("final_transcript")
         metrics.stt_provider = provider
+        if metrics.extra.get("abandoned"):  # the user went on: these words open the rest of the turn
+            self._carry_user_text = f"{self._carry_user_text} {text}".strip()
+            if self._carry_user_text:
+                await self._emit(Transcript(self._carry_user_text, False, metrics.turn_id))
+            return
+        gate = self._gates.get(metrics.turn_id)
         if not text:
+            if gate is not None:  # nothing was said after all: the turn it would end is not a turn
+                self._speculation = None
+                self._gates.pop(metrics.turn_id, None)
+                self._utterance_turn = TurnMetrics(self.id, new_id("turn"))
+                return
             await self._set_state("speaking" if self._reply_active() else "listening")
             return
-        await self._emit(Transcript(text, True, metrics.turn_id))
         if self._carry_user_text:
             text = f"{self._carry_user_text} {text}"
             self._carry_user_text = ""
+        final = Transcript(text, True, metrics.turn_id)
+        if gate is not None and not gate.is_set():  # not final until the turn really ends
+            await self._emit(Transcript(text, False, metrics.turn_id))
+            await self._begin_reply(text, metrics, gate=gate, prelude=(final,))
+            return
+        await self._emit(final)
         await self._begin_reply(text, metrics)
 
     def _drop_answered_replay(self) -> None:
@@ -482,18 +536,26 @@ class Session:
     def _reply_active(self) -> bool:
         return self._reply_task is not None and not self._reply_task.done()
 
-    async def _begin_reply(self, user_text: str | None, metrics: TurnMetrics, *, fixed_text: str | None = None) -> None:
+    async def _begin_reply(
+        self, user_text: str | None, metrics: TurnMetrics, *, fixed_text: str | None = None,
+        gate: asyncio.Event | None = None, prelude: tuple[Event, ...] = (),
+    ) -> None:
         await self._cancel_reply()
         turn = Turn(metrics.turn_id, user_text, metrics, started_at=time.time())
         self._turn = turn
         messages = self.memory.context(user_text) if fixed_text is None else None
-        await self._set_state("thinking")
-        self._reply_task = asyncio.create_task(self._run_reply(turn, messages, fixed_text), name=f"{turn.id}-reply")
+        if gate is None or gate.is_set():
+            await self._set_state("thinking")
+        self._reply_task = asyncio.create_task(
+            self._run_reply(turn, messages, fixed_text, gate, prelude), name=f"{turn.id}-reply")
 
-    async def _run_reply(self, turn: Turn, messages: Any, fixed_text: str | None) -> None:
+    async def _run_reply(
+        self, turn: Turn, messages: Any, fixed_text: str | None, gate: asyncio.Event | None,
+        prelude: tuple[Event, ...],
+    ) -> None:
         remaining = 0.0
         try:
-            remaining = await self._replies.run(turn, messages, fixed_text)
+            remaining = await self._replies.run(turn, messages, fixed_text, gate, prelude)
         except asyncio.CancelledError:
             raise
         except BaseException as group:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from copy import copy
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -156,9 +157,41 @@ class ReplyRunner:
         self.pace = pace
         self.queue_chunks = queue_chunks
         self.log = log.bind(**log_context)
+        self.gate: asyncio.Event | None = None
+        self._held: list[Event] = []
+        self._emit_now = emit
 
-    async def run(self, turn: Turn, messages: list[Message] | None, fixed_text: str | None = None) -> float:
-        """Produce the reply; return how many seconds of audio are still ahead of the listener."""
+    async def run(
+        self, turn: Turn, messages: list[Message] | None, fixed_text: str | None = None,
+        gate: asyncio.Event | None = None, prelude: tuple[Event, ...] = (),
+    ) -> float:
+        """Produce the reply; return how many seconds of audio are still ahead of the listener.
+
+        With a ``gate`` (a speculative reply, started before the user's turn surely ended) everything is
+        prepared but nothing reaches the client until the gate opens; ``prelude`` goes out first then.
+        """
+        if gate is not None and not gate.is_set():
+            runner = copy(self)
+            runner.gate = gate
+            runner._held = list(prelude)
+            runner._emit_now = self.emit
+            runner.emit = runner._held_emit
+            return await runner._run(turn, messages, fixed_text)
+        return await self._run(turn, messages, fixed_text)
+
+    async def _held_emit(self, event: Event) -> None:
+        """Events of a held reply wait for the gate, then go out in order ahead of anything newer."""
+        if self.gate is not None and not self.gate.is_set():
+            self._held.append(event)
+            return
+        await self._flush_held()
+        await self._emit_now(event)
+
+    async def _flush_held(self) -> None:
+        while self._held:
+            await self._emit_now(self._held.pop(0))
+
+    async def _run(self, turn: Turn, messages: list[Message] | None, fixed_text: str | None) -> float:
         feed = TextFeed()
         audio: Channel[AudioChunk | str | None] = Channel(self.queue_chunks)
         player = Player(self.output, self.output_sample_rate, self.pace)
@@ -282,6 +315,9 @@ class ReplyRunner:
     # ---------------------------------------------------------------------------------------- player
 
     async def _play(self, turn: Turn, audio: Channel[AudioChunk | str | None], player: Player) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+            await self._flush_held()
         while (item := await audio.get()) is not None:
             if isinstance(item, str):
                 self._start_segment(turn, item + " ")  # a whole sentence: segments concatenate
