@@ -49,7 +49,7 @@ if ! "$VENV/bin/python" -c "import llama_cpp" >/dev/null 2>&1; then
 fi
 
 EXTRAS="local,cloud,webrtc,prometheus"
-[ "$MODE" = "test" ] && EXTRAS="$EXTRAS,test"
+[ "$MODE" = "test" ] && EXTRAS="$EXTRAS,smart-turn,test"
 STAMP="$VENV/.vocable-$MODE-$(cat pyproject.toml | sha1sum | cut -c1-12)"
 if [ ! -f "$STAMP" ]; then
   log "installing vocable[$EXTRAS]"

@@ -34,7 +34,7 @@ FIRST_PARTY_EXTRAS: dict[str, str] = {
     "piper": "pip install 'vocable[local]'",
     "silero": "pip install 'vocable[local]'",
     "webrtcvad": "pip install 'vocable[local]'",
-    "smart-turn": "pip install 'vocable[local]' pipecat-ai",
+    "smart-turn": "pip install 'vocable[local,smart-turn]'",
     "espeak": "apt-get install espeak-ng",
     "deepgram": "pip install 'vocable[deepgram]'",
     "groq": "pip install 'vocable[groq]'",
