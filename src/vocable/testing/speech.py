@@ -48,12 +48,15 @@ def write_wav(path: str, pcm: bytes, sample_rate: int) -> None:
 
 
 def read_wav(path: str) -> tuple[bytes, int]:
-    """Read a mono 16-bit WAV; raise ValueError naming what is wrong otherwise."""
-    with wave.open(path, "rb") as wav:
-        if wav.getsampwidth() != 2:
-            raise ValueError(f"{path}: expected 16-bit PCM, got {8 * wav.getsampwidth()}-bit")
-        pcm = wav.readframes(wav.getnframes())
-        rate, channels = wav.getframerate(), wav.getnchannels()
+    """Read a 16-bit PCM WAV (stereo is mixed down); raise ValueError naming what is wrong otherwise."""
+    try:
+        with wave.open(path, "rb") as wav:
+            if wav.getsampwidth() != 2:
+                raise ValueError(f"{path}: expected 16-bit PCM, got {8 * wav.getsampwidth()}-bit")
+            pcm = wav.readframes(wav.getnframes())
+            rate, channels = wav.getframerate(), wav.getnchannels()
+    except (wave.Error, EOFError) as exc:
+        raise ValueError(f"{path}: not a PCM WAV file ({exc or 'truncated'})") from None
     if channels != 1:
         samples = np.frombuffer(pcm, dtype="<i2").reshape(-1, channels).mean(axis=1)
         pcm = samples.astype("<i2").tobytes()
