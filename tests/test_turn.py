@@ -323,3 +323,32 @@ async def test_speculation_is_dropped_when_the_user_goes_on():
     llm = engine.runtime.llm[0].provider
     assert llm.counters.opened == llm.counters.closed
     await engine.stop()
+
+
+async def test_interrupt_and_close_never_wait_on_a_full_audio_queue():
+    """Regression: a TTS far ahead of playback filled the queue and the cancelled pump waited for room."""
+    engine = scripted_engine(llm={"provider": "scripted", "reply": "Word after word goes on. " * 80},
+                             tts={"provider": "scripted", "chunk_ms": 20})
+    await engine.start()
+    seen: list = []
+    async with engine.conversation(pace=True) as conv:
+        async def client() -> None:  # a client that reads everything, as a transport's writer does
+            async for event in conv.events():
+                seen.append(event)
+
+        reader = asyncio.create_task(client())
+        await conv.send_text("talk a lot")
+        while not any(isinstance(e, AudioOut) for e in seen):
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        async with asyncio.timeout(2):
+            assert await conv.interrupt()
+        await conv.send_text("and again")
+        while sum(isinstance(e, AudioOut) for e in seen) < 20:
+            await asyncio.sleep(0.01)
+        # leaving the block closes the session mid-reply, with the audio queue full
+    async with asyncio.timeout(2):
+        await reader
+    assert isinstance(seen[-1], Closed)
+    assert sum(isinstance(e, Interrupted) for e in seen) >= 1
+    await engine.stop()

@@ -25,6 +25,7 @@ class Ready(Event):
     session_id: str
     input_sample_rate: int
     output_sample_rate: int
+    resumed: bool = False  # the session continues an earlier connection's conversation
     type: str = field(init=False, default="ready")
 
 

@@ -259,7 +259,7 @@ class Session:
         await self._emit(ErrorEvent(code, message, fatal))
 
     def ready_event(self) -> Ready:
-        return Ready(self.id, self.input_sample_rate, self.output_sample_rate)
+        return Ready(self.id, self.input_sample_rate, self.output_sample_rate, self.resumed)
 
     async def send_text(self, text: str) -> None:
         """A typed user turn: skips VAD and STT."""

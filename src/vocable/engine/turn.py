@@ -292,8 +292,12 @@ class ReplyRunner:
                     await self._speak_sentence(turn, sentence, audio)
             if buffer.strip():
                 await self._speak_sentence(turn, buffer.strip(), audio)
+        except BaseException:
+            audio.close()  # cancelled or failed: the player stops after what is queued; never wait for room
+            raise
         finally:
-            await audio.put(None)
+            if not audio.closed:
+                await audio.put(None)
 
     async def _speak_sentence(self, turn: Turn, sentence: str, audio: Channel[AudioChunk | str | None]) -> None:
         metrics = turn.metrics

@@ -1,0 +1,328 @@
+"""The WebSocket transport: ``WS /ws/audio``, one connection is one session (docs/protocol.md).
+
+Two tasks per connection. The reader turns client messages into session calls (binary -> ``send_audio``;
+JSON -> start, text, interrupt, end). The writer drains the session's bounded event channel to the client.
+Only the writer sends on the socket, so the client sees events in the order the session made them; the
+reader's own answers (errors, a fresh ``ready``) go through the session's channel too.
+
+However the connection ends (client close, network error, ``end``, bad input, server shutdown), both tasks
+are cancelled, the session is closed through the engine, and the socket gets a close code that says why.
+Memory stays bounded: the session's channel is bounded, uvicorn stops reading while a message waits, and a
+client that stops reading is closed once a single send has waited ``send_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import structlog
+from pydantic import Field
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from vocable.engine.channel import ChannelClosed
+from vocable.engine.engine import CapacityError, NotReady
+from vocable.engine.events import AudioOut, Event
+from vocable.engine.gate import Refused, admit_websocket
+from vocable.engine.session import Session, SessionClosed
+from vocable.plugins.hookspecs import hookimpl
+from vocable.providers.base import ProviderSettings
+from vocable.transports.base import Transport
+from vocable.transports.protocol import (
+    BadInput,
+    InterruptMessage,
+    StartMessage,
+    TextMessage,
+    parse_message,
+    requested_rate,
+)
+
+log = structlog.get_logger("vocable.websocket")
+
+DRAIN_S = 2.0  # time the last events (an error, ``closed``) get to reach a client before the close frame
+CLOSE_S = 2.0  # a close frame that cannot be written within this is abandoned (the client is not reading)
+
+
+class WebSocketSettings(ProviderSettings):
+    path: str = Field(default="/ws/audio", pattern=r"^/")
+    max_message_bytes: int = Field(
+        default=512 * 1024, ge=1024,
+        description="larger messages get a message_too_large error and close 1009; keep it below the "
+                    "server's own WebSocket limit (uvicorn ws_max_size, 1 MiB under `vocable serve`)")
+    max_text_chars: int = Field(default=4000, ge=1, description="longest typed turn")
+    send_timeout_s: float = Field(default=10.0, gt=0, description="a client that takes longer to accept one "
+                                                                  "message is closed (1008)")
+    open_timeout_s: float = Field(default=120.0, gt=0, description="how long a connection waits for models")
+
+
+# ----------------------------------------------------------------------------------- one connection
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How a connection ends: the close code to send (None: the socket is gone) and the session's reason."""
+
+    code: int | None
+    reason: str
+    drain: bool = True  # let queued events reach the client before the close frame
+    resumable: bool = False  # the client vanished without ``end``: it may come back within the grace window
+
+
+def ending_for_session(session: Session) -> Ending:
+    reason = session.close_reason or "closed"
+    return Ending(1001 if reason == "server_shutdown" else 1000, reason)
+
+
+class Connection:
+    """One client and its session. Whoever sees the end first (reader or writer) decides the Ending, once."""
+
+    def __init__(self, transport: WebSocketTransport, ws: WebSocket, session: Session) -> None:
+        self.transport = transport
+        self.settings = transport.settings
+        self.ws = ws
+        self.session = session
+        self.log = log.bind(session_id=session.id)
+        self.bytes_in = self.bytes_out = self.messages_in = 0
+        self._odd_reported = False
+        self._sending = True  # False once the client cannot take more: the writer then only drains
+        self._ended: asyncio.Future[Ending] = asyncio.get_running_loop().create_future()
+
+    def end(self, ending: Ending) -> None:
+        if not self._ended.done():
+            self._ended.set_result(ending)
+
+    async def run(self) -> Ending:
+        """Pump both ways until either side ends, then close the session and the socket, always."""
+        reader = self._spawn(self._read(), "read")
+        writer = self._spawn(self._write(), "write")
+        ending = Ending(1011, "internal_error", drain=False)
+        try:
+            ending = await self._ended
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            if not ending.drain or ending.code is None:
+                self._sending = False
+            if writer.done():  # it ended early (or failed): keep draining, or closing the session could block
+                self._sending = False
+                writer = self._spawn(self._write(), "drain")
+            await self.transport.engine.close_session(self.session, ending.reason, resumable=ending.resumable)
+            await asyncio.wait({writer}, timeout=DRAIN_S)  # it stops at the channel's end (``closed``)
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+            if ending.code is not None:
+                await close_quietly(self.ws, ending.code, ending.reason)
+        return ending
+
+    def _spawn(self, work: Coroutine[Any, Any, None], role: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(work, name=f"{self.session.id}-ws-{role}")
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.log.error("ws_task_failed", task=task.get_name(), error=f"{type(exc).__name__}: {exc}")
+            self.end(Ending(1011, "internal_error", drain=False))
+
+    # ------------------------------------------------------------------------------------ reader
+
+    async def _read(self) -> None:
+        self.end(await self._read_until_done())
+
+    async def _read_until_done(self) -> Ending:
+        limit = self.settings.max_message_bytes
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return Ending(None, "client_disconnected", resumable=True)
+            data: bytes | None = message.get("bytes")
+            text: str | None = message.get("text")
+            size = len(data) if data is not None else len((text or "").encode())
+            self.messages_in += 1
+            self.bytes_in += size
+            try:
+                if size > limit:
+                    await self.session.report_error(
+                        "message_too_large", f"messages are limited to {limit} bytes; got {size}", fatal=True)
+                    return Ending(1009, "message_too_large")
+                if data is not None:
+                    await self._on_audio(data)
+                elif text is not None and (ending := await self._on_text(text)) is not None:
+                    return ending
+            except BadInput as exc:
+                await self.session.report_error(exc.code, exc.message)
+            except SessionClosed:
+                return ending_for_session(self.session)
+
+    async def _on_audio(self, pcm: bytes) -> None:
+        if len(pcm) % 2 and not self._odd_reported:
+            self._odd_reported = True  # once per session: the session carries the odd byte over
+            await self.session.report_error(
+                "odd_length_pcm", "binary messages should hold whole 16-bit samples; an odd byte was carried over")
+        await self.session.send_audio(pcm)
+
+    async def _on_text(self, text: str) -> Ending | None:
+        message = parse_message(text)
+        session = self.session
+        if isinstance(message, StartMessage):
+            try:
+                session.set_input_sample_rate(message.sample_rate)
+            except ValueError as exc:
+                raise BadInput("unsupported_sample_rate", str(exc)) from None
+            await self._emit(session.ready_event())
+        elif isinstance(message, TextMessage):
+            if len(message.text) > self.settings.max_text_chars:
+                raise BadInput("invalid_field", f"text.text: longer than {self.settings.max_text_chars} characters")
+            await session.send_text(message.text)
+        elif isinstance(message, InterruptMessage):
+            await session.interrupt("client")
+        else:
+            return Ending(1000, "client_end")
+        return None
+
+    async def _emit(self, event: Event) -> None:
+        try:
+            await self.session.events.put(event)
+        except ChannelClosed:
+            raise SessionClosed(self.session.id) from None
+
+    # ------------------------------------------------------------------------------------ writer
+
+    async def _write(self) -> None:
+        """Send every event in order; once the client cannot take more, keep draining so producers never block."""
+        while (event := await self.session.events.get()) is not None:
+            if self._sending:
+                await self._send(event)
+        self.end(ending_for_session(self.session))
+
+    async def _send(self, event: Event) -> None:
+        if isinstance(event, AudioOut):
+            message: dict[str, Any] = {"type": "websocket.send", "bytes": event.pcm}
+            size = len(event.pcm)
+        else:
+            text = json.dumps(event.to_wire(), separators=(",", ":"), ensure_ascii=False, default=str)
+            message = {"type": "websocket.send", "text": text}
+            size = len(text)
+        timeout = self.settings.send_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                await self.ws.send(message)
+        except TimeoutError:
+            self._sending = False
+            self.log.warning("ws_slow_client", send_timeout_s=timeout, queued=len(self.session.events))
+            self.transport.slow_client_closes += 1
+            self.end(Ending(1008, "slow_client", drain=False, resumable=True))
+        except (WebSocketDisconnect, OSError, RuntimeError):
+            self._sending = False
+            self.end(Ending(None, "client_disconnected", resumable=True))
+        else:
+            self.bytes_out += size
+
+
+async def close_quietly(ws: WebSocket, code: int, reason: str) -> None:
+    """Send a close frame if the socket still takes one; a stuck or gone client is not an error here."""
+    try:
+        async with asyncio.timeout(CLOSE_S):
+            await ws.close(code, reason[:120])
+    except (TimeoutError, WebSocketDisconnect, OSError, RuntimeError):
+        pass
+
+
+# ----------------------------------------------------------------------------------- the transport
+
+
+class WebSocketTransport(Transport):
+    name: ClassVar[str] = "websocket"
+    Settings: ClassVar[type[ProviderSettings]] = WebSocketSettings
+    settings: WebSocketSettings
+
+    def __init__(self, engine: Any, settings: ProviderSettings | None = None) -> None:
+        super().__init__(engine, settings)
+        self.live: set[asyncio.Task[Any]] = set()
+        self.connections_total = self.refused_total = self.slow_client_closes = 0
+
+    def routes(self) -> list[BaseRoute]:
+        return [WebSocketRoute(self.settings.path, self.endpoint)]
+
+    async def endpoint(self, ws: WebSocket) -> None:
+        try:  # origin, rate limit and token are checked before accepting: a refused client costs nothing
+            admission = admit_websocket(self.engine.gate, ws)
+        except Refused as refused:
+            return await self.deny(ws, refused)
+        await ws.accept()
+        try:
+            rate = requested_rate(ws.query_params.get("sample_rate"))
+            async with asyncio.timeout(self.settings.open_timeout_s):
+                session = await self.engine.open_session(
+                    transport=self.name, input_sample_rate=rate, admission=admission)
+        except BadInput as exc:
+            return await self.refuse(ws, exc.code, exc.message, 1008)
+        except ValueError as exc:
+            return await self.refuse(ws, "unsupported_sample_rate", str(exc), 1008)
+        except CapacityError as exc:
+            return await self.refuse(ws, "capacity", str(exc), 1013)
+        except (NotReady, TimeoutError) as exc:
+            return await self.refuse(ws, "not_ready", f"the server is not ready: {exc}".rstrip(": "), 1013)
+        await self.serve(ws, session)
+
+    async def serve(self, ws: WebSocket, session: Session) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.live.add(task)
+        self.connections_total += 1
+        connection = Connection(self, ws, session)
+        started = time.monotonic()
+        connection.log.info("ws_connected", input_sample_rate=session.input_sample_rate)
+        ending = Ending(1011, "internal_error")
+        try:
+            ending = await connection.run()
+        finally:
+            self.live.discard(task)
+            connection.log.info(
+                "ws_closed", code=ending.code, reason=ending.reason, seconds=round(time.monotonic() - started, 2),
+                messages_in=connection.messages_in, bytes_in=connection.bytes_in, bytes_out=connection.bytes_out)
+
+    async def deny(self, ws: WebSocket, refused: Refused) -> None:
+        """Refuse the handshake with an HTTP status and a JSON body (scripts can read it; browsers see 1006)."""
+        self.refused_total += 1
+        log.info("ws_refused", reason=refused.code, status=refused.status)
+        body = {"type": "error", "code": refused.code, "message": refused.reason, "fatal": True}
+        try:
+            await ws.send_denial_response(JSONResponse(body, status_code=refused.status))
+        except RuntimeError:  # the server cannot send HTTP responses on a WebSocket route
+            await ws.close(refused.close_code, refused.code)
+
+    async def refuse(self, ws: WebSocket, code: str, message: str, close_code: int) -> None:
+        """Turn a connection away with an ``error`` event and a close code, without opening a session."""
+        self.refused_total += 1
+        log.info("ws_refused", reason=code, close_code=close_code)
+        try:
+            async with asyncio.timeout(CLOSE_S):
+                await ws.send_text(json.dumps({"type": "error", "code": code, "message": message, "fatal": True}))
+        except (TimeoutError, WebSocketDisconnect, OSError, RuntimeError):
+            return
+        await close_quietly(ws, close_code, code)
+
+    async def aclose(self) -> None:
+        """The engine has closed every session; give their connections a moment to send the close frames."""
+        if self.live:
+            await asyncio.wait(set(self.live), timeout=DRAIN_S + CLOSE_S)
+
+    def stats(self) -> dict[str, Any]:
+        return {"connections": len(self.live), "connections_total": self.connections_total,
+                "refused_total": self.refused_total, "slow_client_closes": self.slow_client_closes}
+
+    def client_config(self) -> dict[str, Any]:
+        settings = self.settings
+        return {"path": settings.path, "max_message_bytes": settings.max_message_bytes}
+
+
+@hookimpl
+def register_transports(register: Callable[[type], None]) -> None:
+    register(WebSocketTransport)
