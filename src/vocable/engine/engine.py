@@ -223,13 +223,17 @@ class Engine:
         finally:
             self.sessions.pop(session.id, None)
         grace = self.config.server.resume_grace_s
+        self._forget_expired_resumables()
         if resumable and grace > 0:
             self._resumable[session.id] = (time.monotonic() + grace, session.memory.messages)
 
-    def _take_resumable(self, session_id: str) -> list[Any] | None:
+    def _forget_expired_resumables(self) -> None:
         clock = time.monotonic()
         for sid in [sid for sid, (deadline, _) in self._resumable.items() if deadline < clock]:
             del self._resumable[sid]
+
+    def _take_resumable(self, session_id: str) -> list[Any] | None:
+        self._forget_expired_resumables()
         entry = self._resumable.pop(session_id, None)
         return entry[1] if entry is not None else None
 
