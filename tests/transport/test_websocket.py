@@ -246,3 +246,17 @@ async def test_tokens_when_auth_is_on_and_config_hides_the_key() -> None:
         async with connect(server.ws_url(query=f"token={token}&resume={ready['session_id']}")) as client:
             resumed = await client.next("ready")  # ...but it may resume its own session
             assert resumed["session_id"] == ready["session_id"]
+
+
+async def test_metrics_expose_turn_histograms_and_transport_counters() -> None:
+    eng = engine()
+    async with live_server(eng) as server, httpx.AsyncClient(base_url=server.http) as http:
+        async with connect(server.ws_url()) as client:
+            await client.next("ready")
+            await client.send({"type": "text", "text": "hi"})
+            await client.turn()
+            text = (await http.get("/metrics")).text
+    assert "vocable_turns_total 1" in text
+    assert 'vocable_voice_to_voice_milliseconds_bucket{le="+Inf"}' in text
+    assert "# TYPE vocable_websocket_connections gauge" in text and "vocable_websocket_connections 1" in text
+    assert "# TYPE vocable_websocket_connections_total counter" in text

@@ -87,8 +87,12 @@ def build_app(engine: Engine) -> Starlette:
             if exposition is not None:
                 parts.append(exposition(counters))
                 counters = {}
+        for transport in engine.transports:
+            for key, value in transport.stats().items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    counters[f"{transport.name}_{key}"] = value
         if counters:  # no prometheus sink configured: still expose the session counters
-            parts.append("".join(f"# TYPE vocable_{k} {'gauge' if k.endswith('_active') else 'counter'}\n"
+            parts.append("".join(f"# TYPE vocable_{k} {'counter' if k.endswith('_total') else 'gauge'}\n"
                                  f"vocable_{k} {v:g}\n" for k, v in counters.items()))
         return PlainTextResponse("".join(parts), media_type="text/plain; version=0.0.4; charset=utf-8")
 

@@ -82,6 +82,6 @@ class PrometheusMetrics(MetricsSink):
             lines += [f"# HELP {metric} Per-turn {name[:-3].replace('_', ' ')} in milliseconds.",
                       f"# TYPE {metric} histogram", *histogram.lines(metric)]
         for key, value in (counters or {}).items():
-            kind = "gauge" if key.endswith("_active") else "counter"
+            kind = "counter" if key.endswith("_total") else "gauge"
             lines += [f"# TYPE {p}_{key} {kind}", f"{p}_{key} {_fmt(value)}"]
         return "\n".join(lines) + "\n"
