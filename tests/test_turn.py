@@ -77,7 +77,7 @@ async def test_reply_audio_starts_before_the_llm_stream_ends():
 
 async def test_barge_in_stops_audio_and_closes_the_llm_stream():
     engine = scripted_engine(
-        llm={"provider": "scripted", "token_delay_ms": 80,
+        llm={"provider": "scripted", "token_delay_ms": 150,  # 2.4 s of streaming: still going at the barge-in
              "reply": "One two three four. Five six seven eight. Nine ten eleven twelve. Thirteen fourteen fifteen."},
         tts={"provider": "scripted", "ms_per_char": 40},
     )

@@ -18,7 +18,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -39,11 +38,13 @@ from vocable.engine.events import (
     Transcript,
 )
 from vocable.engine.fallback import describe
+from vocable.engine.listener import END_OF_TURN, FORWARD, SPECULATE, SPEECH, STARTED, Listener
 from vocable.engine.memory import Memory
-from vocable.engine.metrics import TurnMetrics, now
+from vocable.engine.metrics import TurnMetrics
+from vocable.engine.transcriber import Transcriber
 from vocable.engine.turn import ReplyRunner, Turn
 from vocable.providers.base import FLUSH, Flush, TranscriptEvent
-from vocable.providers.errors import ProviderError, ProviderTimeout, ServiceUnavailable
+from vocable.providers.errors import ProviderError
 
 if TYPE_CHECKING:
     from vocable.engine.engine import Engine
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("vocable.session")
 
 SUPPORTED_INPUT_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
-MAX_REPLAY_S = 60
 
 
 class SessionClosed(Exception):
@@ -123,25 +123,19 @@ class Session:
         self._odd = b""
         self._resampler = Resampler(rate, self.sample_rate)
         vad = engine.runtime.vad[0].provider
-        self._vad = vad.open()
         self._frame_ms = vad.capabilities.frame_samples * 1000.0 / vad.capabilities.sample_rate
         self._framer = Framer(vad.capabilities.frame_samples)
         self._turn_stream = engine.runtime.turn[0].provider.open()
-        self._preroll: deque[bytes] = deque(maxlen=max(1, int(self._taking.pre_roll_ms / self._frame_ms)))
-        self._user_speaking = False
-        self._speech_run_ms = 0.0
-        self._utterance_speech_ms = 0.0
-        self._pause_ms = 0.0
-        self._utterance = bytearray()
-        self._last_speech_at: float | None = None
+        self._listener = Listener(vad.open(), self._turn_stream, self._taking, self._frame_ms, self.sample_rate)
         self._utterance_turn: TurnMetrics | None = None
         # STT
-        self._stt_input: Channel[bytes | Flush] = Channel(pipeline.queue_frames)
-        self._stt_replay: deque[bytes | Flush] = deque()
-        self._stt_task: asyncio.Task[None] | None = None
+        self._stt = Transcriber(
+            engine.runtime.stt, sample_rate=self.sample_rate, frame_ms=self._frame_ms,
+            queue_frames=pipeline.queue_frames, on_transcript=self._on_transcript, on_failure=self._stt_failed,
+            log=self.log,
+        )
         self._watchdog: asyncio.Task[None] | None = None
         self.last_activity = time.monotonic()
-        self._stt_deadline: tuple[asyncio.Timeout | None, float] = (None, 0.0)
         self._pending_finals: deque[TurnMetrics] = deque()
         self._early_final = ""
         self._carry_user_text = ""  # user text of a reply cut off before it spoke: joined to the next turn
@@ -174,7 +168,7 @@ class Session:
         return self._close_reason
 
     async def start(self) -> None:
-        self._stt_task = asyncio.create_task(self._stt_loop(), name=f"{self.id}-stt")
+        self._stt.start(f"{self.id}-stt")
         self._watchdog = asyncio.create_task(self._watch_limits(), name=f"{self.id}-limits")
         await self._emit(self.ready_event())
         await self._emit(StateChanged("listening"))
@@ -197,10 +191,7 @@ class Session:
             self._watchdog.cancel()
             await asyncio.gather(self._watchdog, return_exceptions=True)
         await self._cancel_reply()
-        self._stt_input.close()
-        if self._stt_task is not None:
-            self._stt_task.cancel()
-            await asyncio.gather(self._stt_task, return_exceptions=True)
+        await self._stt.aclose()
         await self._turn_stream.aclose()
         self.events.purge(lambda e: isinstance(e, AudioOut))
         if not self.events.put_nowait(Closed(reason)):
@@ -319,7 +310,7 @@ class Session:
             if server.max_session_s is not None and clock - opened >= server.max_session_s:
                 reason = ("max_session_length", f"sessions last at most {server.max_session_s:g} s")
             elif (server.idle_timeout_s is not None and clock - self.last_activity >= server.idle_timeout_s
-                  and self.state == "listening" and not self._user_speaking):
+                  and self.state == "listening" and not self._listener.speaking):
                 reason = ("idle_timeout", f"no speech or text for {server.idle_timeout_s:g} s")
             if reason is not None:
                 await self.report_error(reason[0], reason[1], fatal=True)
@@ -329,63 +320,37 @@ class Session:
     # ----------------------------------------------------------------------------- speech detection
 
     async def _on_frame(self, frame: bytes) -> None:
-        speech = self._vad.probability(frame) >= self._taking.vad_threshold
-        if speech:
-            self._speech_run_ms += self._frame_ms
-            self._last_speech_at = now()
-        else:
-            self._speech_run_ms = 0.0
-        if not self._user_speaking:
-            self._preroll.append(frame)
-            if speech and self._speech_run_ms >= max(self._taking.min_speech_ms, self._frame_ms):
-                await self._start_utterance()
-            return
-        self._utterance += frame
-        await self._push_stt(frame)
-        if speech:
-            self._pause_ms = 0.0
-            self._utterance_speech_ms += self._frame_ms
-            self._turn_stream.on_speech()
+        heard = self._listener.hear(frame)
+        if heard & STARTED:
+            self._utterance_turn = TurnMetrics(self.id, new_id("turn"))
+            self.last_activity = time.monotonic()
+            for earlier in self._listener.take_preroll():
+                await self._push_stt(earlier)
+        elif heard & FORWARD:
+            await self._push_stt(frame)
+        if heard & SPEECH:
             if self._speculation is not None:
                 await self._abandon_speculation()
             await self._maybe_barge_in()
-        else:
-            self._pause_ms += self._frame_ms
-            if self._turn_stream.on_pause(self._utterance, self._pause_ms, self.sample_rate):
-                await self._end_of_turn()
-            elif self._speculation is None and 0 < self._taking.speculative_ms <= self._pause_ms:
-                await self._speculate()
-
-    async def _start_utterance(self) -> None:
-        self._user_speaking = True
-        self._pause_ms = 0.0
-        self._utterance_speech_ms = self._speech_run_ms
-        self._utterance = bytearray()
-        self._turn_stream.on_speech()
-        self._utterance_turn = TurnMetrics(self.id, new_id("turn"))
-        self.last_activity = time.monotonic()
-        for frame in self._preroll:
-            self._utterance += frame
-            await self._push_stt(frame)
-        self._preroll.clear()
-        await self._maybe_barge_in()
+        if heard & END_OF_TURN:
+            await self._end_of_turn()
+        elif heard & SPECULATE and self._speculation is None:
+            await self._speculate()
 
     async def _maybe_barge_in(self) -> None:
         if (
             self._taking.barge_in
             and self._reply_task is not None
             and not self._reply_task.done()
-            and self._utterance_speech_ms >= self._taking.barge_in_min_ms
+            and self._listener.utterance_speech_ms >= self._taking.barge_in_min_ms
         ):
             await self.interrupt("barge_in")
 
     async def _end_of_turn(self) -> None:
         speculation, self._speculation = self._speculation, None
         metrics = speculation or self._utterance_turn or TurnMetrics(self.id, new_id("turn"))
-        metrics.speech_end = self._last_speech_at
+        metrics.speech_end = self._listener.last_speech_at
         metrics.stamp("end_of_turn")
-        self._user_speaking = False
-        self._speech_run_ms = 0.0
         self._utterance_turn = None
         if speculation is not None:
             self._gates.pop(metrics.turn_id).set()  # the held reply may now be heard
@@ -401,7 +366,7 @@ class Session:
         is dropped unheard and their words so far join the rest of the turn.
         """
         metrics = self._utterance_turn or TurnMetrics(self.id, new_id("turn"))
-        metrics.speech_end = self._last_speech_at
+        metrics.speech_end = self._listener.last_speech_at
         metrics.extra["speculative"] = True
         self._speculation = metrics
         self._gates[metrics.turn_id] = asyncio.Event()
@@ -425,60 +390,14 @@ class Session:
     # ------------------------------------------------------------------------------------------ STT
 
     async def _push_stt(self, item: bytes | Flush) -> None:
-        try:
-            await self._stt_input.put(item)
-        except ChannelClosed:
-            pass
+        await self._stt.push(item)
 
-    async def _stt_source(self) -> AsyncIterator[bytes | Flush]:
-        """What the STT reads: first the replay of an unanswered utterance (after a fallback), then live input."""
-        for item in list(self._stt_replay):
-            yield item
-        max_items = int(MAX_REPLAY_S * 1000 / self._frame_ms)
-        while (item := await self._stt_input.get()) is not None:
-            self._stt_replay.append(item)
-            if len(self._stt_replay) > max_items:
-                self._stt_replay.popleft()
-            yield item
-
-    async def _stt_loop(self) -> None:
-        """One transcription stream for the whole session; on failure the next STT takes over the audio."""
-        chain = self.engine.runtime.stt
-        index = 0
-        while not self._closed and index < len(chain):
-            live = chain[index]
-            try:
-                async with asyncio.timeout(None) as deadline:
-                    self._stt_deadline = (deadline, live.timeout_s)
-                    self._arm_stt_deadline()  # a flush may be waiting already (after a fallback)
-                    stream = live.provider.transcribe(self._stt_source(), sample_rate=self.sample_rate)
-                    async with aclosing(stream):
-                        async for event in stream:
-                            await self._on_transcript(event, live.name)
-                if self._closed or self._stt_input.closed:
-                    return
-                raise ServiceUnavailable("the transcription stream ended unexpectedly", provider=live.name)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                error = exc if not isinstance(exc, TimeoutError) else ProviderTimeout(
-                    f"no final transcript within {live.timeout_s:g} s", provider=live.name
-                )
-                self.log.warning("stt_failed", provider=live.name, error=describe(error))
-                index += 1
-                if index >= len(chain):
-                    code = error.code if isinstance(error, ProviderError) else "stt_failed"
-                    await self._emit(ErrorEvent(code, f"speech recognition failed: {describe(error)}"))
-                    while self._pending_finals:
-                        self._pending_finals.popleft()
-                    await self._set_state("listening")
-        return
-
-    def _arm_stt_deadline(self) -> None:
-        """While a final transcript is owed, the STT has ``timeout_s`` to give it (else: fall back)."""
-        deadline, timeout_s = self._stt_deadline
-        if deadline is not None:
-            deadline.reschedule(asyncio.get_running_loop().time() + timeout_s if self._pending_finals else None)
+    async def _stt_failed(self, error: BaseException) -> None:
+        """Every STT failed: say so; typed turns still work."""
+        code = error.code if isinstance(error, ProviderError) else "stt_failed"
+        await self._emit(ErrorEvent(code, f"speech recognition failed: {describe(error)}"))
+        self._pending_finals.clear()
+        await self._set_state("listening")
 
     async def _on_transcript(self, event: TranscriptEvent, provider: str) -> None:
         metrics = self._pending_finals[0] if self._pending_finals else self._utterance_turn
@@ -495,8 +414,7 @@ class Session:
                 await self._emit(Transcript(self._early_final, False, turn_id))
             return
         metrics = self._pending_finals.popleft()
-        self._drop_answered_replay()
-        self._arm_stt_deadline()
+        self._stt.answered()
         text = f"{self._early_final} {event.text}".strip()
         self._early_final = ""
         metrics.stamp("final_transcript")
@@ -525,11 +443,6 @@ class Session:
             return
         await self._emit(final)
         await self._begin_reply(text, metrics)
-
-    def _drop_answered_replay(self) -> None:
-        while self._stt_replay:
-            if isinstance(self._stt_replay.popleft(), Flush):
-                return
 
     # ---------------------------------------------------------------------------------------- reply
 
@@ -623,8 +536,6 @@ class Session:
         if state != self.state:
             self.state = state
             await self._emit(StateChanged(state))
-        if state == "thinking":
-            self._arm_stt_deadline()
 
     def _frame_bytes_out(self) -> int:
         return self.output_sample_rate * self.engine.config.pipeline.output.frame_ms // 1000 * 2
