@@ -29,7 +29,7 @@ async def test_audio_turn_arrives_in_order() -> None:
     async with live_server(engine()) as server, connect(server.ws_url()) as client:
         ready = await client.recv()
         assert ready == {"type": "ready", "session_id": ready["session_id"], "input_sample_rate": 16000,
-                         "output_sample_rate": 16000}
+                         "output_sample_rate": 16000, "resumed": False}
         assert await client.recv() == {"type": "state", "state": "listening"}
         await send_audio(client, utterance())
         turn = await client.turn()
