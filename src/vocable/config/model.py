@@ -128,8 +128,21 @@ class PipelineConfig(Section):
 
 class StorageConfig(Section):
     url: str | None = Field(
-        default=None, description="where finished turns are written, e.g. sqlite:///vocable.db; null: nowhere"
+        default=None,
+        description="where finished turns are written: sqlite:///vocable.db or "
+        "postgresql://user:password@host:5432/db (pip install 'vocable[postgres]'); null: nowhere",
     )
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # "" (e.g. an unset "${VOCABLE_DB_URL:-}") turns persistence off, as null does
+        scheme, sep, _ = value.partition("://")
+        if not sep or scheme.lower() not in ("sqlite", "postgresql", "postgres"):
+            given = f"unsupported scheme {scheme!r}" if sep else "not a URL"  # the rest may hold a password
+            raise ValueError(f"{given}: use sqlite:///path/to/file.db or postgresql://user:password@host:5432/dbname")
+        return value
 
 
 class PluginsConfig(Section):

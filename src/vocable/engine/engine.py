@@ -28,7 +28,7 @@ from vocable.engine.conversation import Conversation
 from vocable.engine.metrics import TurnMetrics
 from vocable.engine.runtime import Runtime
 from vocable.engine.session import Session
-from vocable.engine.store import TurnStore
+from vocable.engine.store import open_store
 from vocable.engine.gate import Admission, Gate
 from vocable.logging import configure_logging, scrubber
 from vocable.plugins.manager import PluginHost, autoload_enabled
@@ -65,7 +65,7 @@ class Engine:
         self.runtime = Runtime.build(self.resolved)
         self.transports: list[Transport] = [cls(self, settings) for cls, settings in self.resolved.transports]
         self.sessions: dict[str, Session] = {}
-        self.store = TurnStore(config.storage.url) if config.storage.url else None
+        self.store = open_store(config.storage.url) if config.storage.url else None
         self.gate = Gate(config.server)
         self._resumable: dict[str, tuple[float, list[Any]]] = {}  # session id -> (deadline, memory)
         self.tools: dict[str, tuple[Tool, Callable[..., Any]]] = {}
@@ -164,7 +164,7 @@ class Engine:
         await self.runtime.aclose()
         if self.store is not None:
             await self.store.close()
-            self.store = TurnStore(self.config.storage.url) if self.config.storage.url else None
+            self.store = open_store(self.config.storage.url) if self.config.storage.url else None
 
     @asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:

@@ -1,4 +1,4 @@
-"""Conversation persistence: every finished turn is written to SQLite the moment it ends.
+"""SQLite persistence (``storage.url: sqlite:///path/to/file.db``): every finished turn written the moment it ends.
 
 Writes go through one worker thread that owns the connection (sqlite3 connections are not shared across
 threads), so the event loop never waits on disk. The database runs in WAL mode: a committed turn survives
@@ -13,6 +13,8 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from vocable.engine.store.base import transcript_of
 
 if TYPE_CHECKING:
     from vocable.engine.session import TurnRecord
@@ -51,7 +53,7 @@ def sqlite_path(url: str) -> str:
     return rest[1:] if rest.startswith("/") else rest
 
 
-class TurnStore:
+class SQLiteTurnStore:
     def __init__(self, url: str) -> None:
         self.path = sqlite_path(url)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vocable-store")
@@ -120,14 +122,6 @@ class TurnStore:
                 "SELECT turn_id, user_text, reply_text, full_reply_text, interrupted, error, metrics, started_at "
                 "FROM turns WHERE session_id = ? ORDER BY seq", (session_id,),
             ).fetchall()
-            return {
-                "session_id": row[0], "transport": row[1], "started_at": row[2], "ended_at": row[3],
-                "end_reason": row[4],
-                "turns": [
-                    {"turn_id": t[0], "user_text": t[1], "reply_text": t[2], "full_reply_text": t[3],
-                     "interrupted": bool(t[4]), "error": t[5], "metrics": json.loads(t[6]), "started_at": t[7]}
-                    for t in turns
-                ],
-            }
+            return transcript_of(row, [(*t[:6], json.loads(t[6]), t[7]) for t in turns])
         result: dict[str, Any] | None = await self._run(read)
         return result
