@@ -36,6 +36,7 @@ ToolHandler = Callable[..., Awaitable[Any] | Any]
 MAX_TOOL_ROUNDS = 4
 LLM_STALL_S = 20.0
 TTS_STALL_S = 30.0
+FIRST_PIECE_MIN_CHARS = 16  # the first audio may start at a clause of this length rather than a sentence
 
 
 @dataclass(slots=True)
@@ -287,7 +288,9 @@ class ReplyRunner:
             buffer = ""
             async for piece in feed.read():
                 buffer += piece
-                sentences, buffer = split_sentences(buffer)
+                first = not turn.segments and metrics.tts_request is None
+                sentences, buffer = split_sentences(buffer, min_chars=FIRST_PIECE_MIN_CHARS if first else 12,
+                                                    clauses=first)
                 for sentence in sentences:
                     await self._speak_sentence(turn, sentence, audio)
             if buffer.strip():

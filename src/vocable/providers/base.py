@@ -194,16 +194,19 @@ class LLM(Provider):
 # ---------------------------------------------------------------------------------------------- TTS
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])[\"')\]]*\s+|\n+")
+_CLAUSE_END = re.compile(r"(?<=[.!?;:,])[\"')\]]*\s+|\n+|\s+[-\u2013\u2014]\s+")
 
 
-def split_sentences(buffer: str, *, min_chars: int = 12) -> tuple[list[str], str]:
+def split_sentences(buffer: str, *, min_chars: int = 12, clauses: bool = False) -> tuple[list[str], str]:
     """Cut complete sentences off the front of ``buffer``; return them and the unfinished rest.
 
     Short fragments ("Hi.") are merged into the next sentence so the TTS is not asked for tiny clips.
+    With ``clauses`` a comma or a dash also ends a piece: the engine uses it for the first piece of a
+    reply, so the first audio does not wait for a long sentence to be written and synthesized.
     """
     sentences: list[str] = []
     start = 0
-    for match in _SENTENCE_END.finditer(buffer):
+    for match in (_CLAUSE_END if clauses else _SENTENCE_END).finditer(buffer):
         end = match.end()
         if len(buffer[start:end].strip()) >= min_chars:
             sentences.append(buffer[start:end].strip())

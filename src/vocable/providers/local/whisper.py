@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
@@ -62,7 +63,7 @@ class WhisperSettings(ProviderSettings):
     language: str | None = Field("en", description="Spoken language code; None lets Whisper guess (slower).")
     beam_size: int = Field(1, ge=1, le=10, description="Beam width of the final decode (1 = greedy, fastest).")
     compute_type: str = Field("int8", description="CTranslate2 compute type: int8, int8_float32, float32...")
-    cpu_threads: int = Field(0, ge=0, description="Threads per decode; 0 = CTranslate2's default.")
+    cpu_threads: int = Field(0, ge=0, description="Threads per decode; 0 = the machine's cores, at most 4.")
     workers: int = Field(1, ge=1, le=8, description="Decodes that may run at once (each uses cpu_threads).")
     max_queue: int = Field(8, ge=1, description="Decodes running or queued before new ones are refused.")
     interim_interval_ms: int = Field(
@@ -126,7 +127,7 @@ class WhisperSTT(STT):
             str(path),
             device="cpu",
             compute_type=self.settings.compute_type,
-            cpu_threads=self.settings.cpu_threads,
+            cpu_threads=self.settings.cpu_threads or min(4, os.cpu_count() or 1),
             num_workers=self.settings.workers,
             local_files_only=True,
         )
