@@ -46,6 +46,8 @@ class Framer:
         self._buffer = bytearray()
 
     def push(self, pcm: bytes) -> list[bytes]:
+        if not self._buffer and len(pcm) == self.frame_bytes:  # one message, one frame: the common case
+            return [pcm if type(pcm) is bytes else bytes(pcm)]
         self._buffer += pcm
         n = len(self._buffer) // self.frame_bytes
         if n == 0:

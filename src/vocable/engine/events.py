@@ -6,10 +6,12 @@ the wire protocol (docs/protocol.md); ``AudioOut`` goes out as a binary message 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 State = Literal["listening", "thinking", "speaking"]
+
+_WIRE_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,7 +19,11 @@ class Event:
     type: str = field(init=False, default="")
 
     def to_wire(self) -> dict[str, Any]:
-        return asdict(self)
+        # Event fields are flat values, so no deep copy (dataclasses.asdict) is needed: ~10x cheaper.
+        names = _WIRE_FIELDS.get(type(self))
+        if names is None:
+            names = _WIRE_FIELDS[type(self)] = tuple(f.name for f in fields(self))
+        return {name: getattr(self, name) for name in names}
 
 
 @dataclass(frozen=True, slots=True)
