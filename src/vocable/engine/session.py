@@ -138,6 +138,7 @@ class Session:
         self.last_activity = time.monotonic()
         self._pending_finals: deque[TurnMetrics] = deque()
         self._early_final = ""
+        self._last_interim = ""
         self._carry_user_text = ""  # user text of a reply cut off before it spoke: joined to the next turn
         self._speculation: TurnMetrics | None = None  # a turn transcribed early, awaiting its end of turn
         self._gates: dict[str, asyncio.Event] = {}  # turn id -> opens when a speculative reply may be heard
@@ -404,9 +405,11 @@ class Session:
         turn_id = metrics.turn_id if metrics else new_id("turn")
         if not event.final:
             text = f"{self._early_final} {event.text}".strip()
-            if text:
+            if text and text != self._last_interim:  # re-decoding STTs repeat themselves during pauses
+                self._last_interim = text
                 await self._emit(Transcript(text, False, turn_id))
             return
+        self._last_interim = ""
         if not self._pending_finals:
             # a streaming STT finalised a segment before our end of turn: keep it for the final
             self._early_final = f"{self._early_final} {event.text}".strip()

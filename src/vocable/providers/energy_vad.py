@@ -20,17 +20,17 @@ class EnergyVADSettings(ProviderSettings):
 
 
 class _EnergyStream(VADStream):
-    __slots__ = ("_threshold",)
+    __slots__ = ("_threshold_sq",)
 
     def __init__(self, threshold_dbfs: float) -> None:
-        self._threshold = 32768.0 * 10 ** (threshold_dbfs / 20.0)
+        self._threshold_sq = (32768.0 * 10 ** (threshold_dbfs / 20.0)) ** 2
 
     def probability(self, frame: bytes) -> float:
+        # RMS >= threshold, compared as sum of squares: one dot product, no sqrt or mean (runs per frame)
         samples = np.frombuffer(frame, dtype="<i2").astype(np.float32)
         if samples.size == 0:
             return 0.0
-        level = float(np.sqrt(np.mean(samples * samples)))
-        return 1.0 if level >= self._threshold else 0.0
+        return 1.0 if float(samples.dot(samples)) >= self._threshold_sq * samples.size else 0.0
 
 
 class EnergyVAD(VAD):

@@ -92,6 +92,8 @@ class Connection:
         self._odd_reported = False
         self._sending = True  # False once the client cannot take more: the writer then only drains
         self._ended: asyncio.Future[Ending] = asyncio.get_running_loop().create_future()
+        self.send_started: float | None = None
+        self.writer: asyncio.Task[None] | None = None
 
     def end(self, ending: Ending) -> None:
         if not self._ended.done():
@@ -100,7 +102,7 @@ class Connection:
     async def run(self) -> Ending:
         """Pump both ways until either side ends, then close the session and the socket, always."""
         reader = self._spawn(self._read(), "read")
-        writer = self._spawn(self._write(), "write")
+        writer = self.writer = self._spawn(self._write(), "write")
         ending = Ending(1011, "internal_error", drain=False)
         try:
             ending = await self._ended
@@ -209,20 +211,33 @@ class Connection:
             text = json.dumps(event.to_wire(), separators=(",", ":"), ensure_ascii=False, default=str)
             message = {"type": "websocket.send", "text": text}
             size = len(text)
-        timeout = self.settings.send_timeout_s
+        self.send_started = time.monotonic()  # the transport's watchdog closes a send stuck past the timeout
         try:
-            async with asyncio.timeout(timeout):
-                await self.ws.send(message)
-        except TimeoutError:
-            self._sending = False
-            self.log.warning("ws_slow_client", send_timeout_s=timeout, queued=len(self.session.events))
-            self.transport.slow_client_closes += 1
-            self.end(Ending(1008, "slow_client", drain=False, resumable=True))
+            await self.ws.send(message)
         except (WebSocketDisconnect, OSError, RuntimeError):
             self._sending = False
             self.end(Ending(None, "client_disconnected", resumable=True))
         else:
             self.bytes_out += size
+        finally:
+            self.send_started = None
+
+    def check_slow(self, clock: float) -> None:
+        """Called about once a second: a client that has not taken one message for ``send_timeout_s`` goes.
+
+        One watchdog for every connection costs less than a timer around each of the ~100 sends a second
+        of every session.
+        """
+        started = self.send_started
+        if started is None or not self._sending or clock - started < self.settings.send_timeout_s:
+            return
+        self._sending = False
+        self.log.warning("ws_slow_client", send_timeout_s=self.settings.send_timeout_s,
+                         queued=len(self.session.events))
+        self.transport.slow_client_closes += 1
+        self.end(Ending(1008, "slow_client", drain=False, resumable=True))
+        if self.writer is not None:
+            self.writer.cancel()  # it is stuck in send; run() drains the session with a fresh writer
 
 
 async def close_quietly(ws: WebSocket, code: int, reason: str) -> None:
@@ -245,7 +260,17 @@ class WebSocketTransport(Transport):
     def __init__(self, engine: Any, settings: ProviderSettings | None = None) -> None:
         super().__init__(engine, settings)
         self.live: set[asyncio.Task[Any]] = set()
+        self.connections: set[Connection] = set()
         self.connections_total = self.refused_total = self.slow_client_closes = 0
+        self._watchdog: asyncio.Task[None] | None = None
+
+    async def _watch_slow_clients(self) -> None:
+        period = min(1.0, self.settings.send_timeout_s / 4)
+        while True:
+            await asyncio.sleep(period)
+            clock = time.monotonic()
+            for connection in list(self.connections):
+                connection.check_slow(clock)
 
     def routes(self) -> list[BaseRoute]:
         return [WebSocketRoute(self.settings.path, self.endpoint)]
@@ -277,6 +302,9 @@ class WebSocketTransport(Transport):
         self.live.add(task)
         self.connections_total += 1
         connection = Connection(self, ws, session)
+        self.connections.add(connection)
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.create_task(self._watch_slow_clients(), name="ws-slow-clients")
         started = time.monotonic()
         connection.log.info("ws_connected", input_sample_rate=session.input_sample_rate)
         ending = Ending(1011, "internal_error")
@@ -284,6 +312,10 @@ class WebSocketTransport(Transport):
             ending = await connection.run()
         finally:
             self.live.discard(task)
+            self.connections.discard(connection)
+            if not self.connections and self._watchdog is not None:
+                self._watchdog.cancel()
+                self._watchdog = None
             connection.log.info(
                 "ws_closed", code=ending.code, reason=ending.reason, seconds=round(time.monotonic() - started, 2),
                 messages_in=connection.messages_in, bytes_in=connection.bytes_in, bytes_out=connection.bytes_out)
