@@ -13,8 +13,7 @@ test:
 	$(VENV)/bin/python -m pytest -q $(ARGS)
 
 bench:
-	scripts/setup.sh test
-	$(VENV)/bin/python benchmarks/turn_overhead.py
+	benchmarks/run.sh $(ARGS)
 
 setup:
 	scripts/setup.sh serve
