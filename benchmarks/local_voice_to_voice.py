@@ -63,8 +63,8 @@ def configs() -> dict[str, dict[str, Any]]:
     naive["pipeline"]["stt"] = {"provider": "whisper", "reuse_pause_decode": False}
     naive["pipeline"].setdefault("turn_taking", {})["speculative_ms"] = 0
     fast = base_config()
-    fast["pipeline"]["stt"] = {"provider": "whisper"}
-    fast["pipeline"].setdefault("turn_taking", {})["speculative_ms"] = 200
+    fast["pipeline"]["stt"] = {"provider": "whisper", "pause_decode_ms": 100}
+    fast["pipeline"].setdefault("turn_taking", {})["speculative_ms"] = 120
     return {"naive": naive, "vocable": fast}
 
 
