@@ -20,23 +20,14 @@ from wskit import live_server
 
 from vocable import Engine
 from vocable.engine.session import Session
+from vocable.testing.browser import CHROMIUM, chromium_args
 from vocable.testing.speech import espeak_available, espeak_pcm, rms, silence, write_wav
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 QUESTION = "What is the weather like today?"
 REPLY = "It is sunny and warm today, with a light breeze from the west. Take a hat with you, and some water too."
-
-
-def chromium_args(wav: Path) -> list[str]:
-    return [
-        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}%noloop",
-        "--autoplay-policy=no-user-gesture-required",
-    ]
 
 
 def _skip_reason() -> str | None:

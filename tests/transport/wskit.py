@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +15,7 @@ from websockets.asyncio.client import ClientConnection
 
 from vocable import Engine
 from vocable.testing.fakes import tone
+from vocable.testing.scripted import scripted_config
 from vocable.testing.speech import silence
 
 PLUGINS = ["vocable.plugins.core", "vocable.testing.plugin", "vocable.transports.websocket"]
@@ -26,21 +26,9 @@ Message = dict[str, Any] | bytes
 def config(websocket: dict[str, Any] | None = None, *, server: dict[str, Any] | None = None,
            **pipeline: Any) -> dict[str, Any]:
     """A config on the scripted fakes with the WebSocket transport; keyword arguments replace pipeline slots."""
-    base: dict[str, Any] = {
-        "server": {"max_sessions": 10},
-        "transports": {"websocket": websocket or {}},
-        "pipeline": {
-            "vad": {"provider": "energy"},
-            "turn": {"provider": "silence", "hangover_ms": 300},
-            "stt": {"provider": "scripted", "transcripts": ["what is the weather today"]},
-            "llm": {"provider": "scripted", "reply": "It is sunny. Take a hat with you today."},
-            "tts": {"provider": "scripted"},
-        },
-        "metrics": [{"provider": "log"}, {"provider": "prometheus"}],
-    }
-    data = copy.deepcopy(base)
-    data["server"].update(server or {})
-    data["pipeline"].update(pipeline)
+    data = scripted_config(**pipeline)
+    data["server"] = {"max_sessions": 10, **(server or {})}
+    data["transports"] = {"websocket": websocket or {}}
     return data
 
 

@@ -18,22 +18,16 @@ import pytest
 from kit import scripted_engine, served
 
 from vocable.engine.session import Session
+from vocable.testing.browser import CHROMIUM
+from vocable.testing.browser import chromium_args as browser_chromium_args
 from vocable.testing.speech import espeak_available, espeak_pcm, silence, write_wav
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
 
 
 def chromium_args(wav: Path) -> list[str]:
-    return [
-        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}%noloop",
-        "--autoplay-policy=no-user-gesture-required",
-        # WebRTC on loopback: offer 127.0.0.1, and no mDNS names (aioice cannot resolve them)
-        "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
-    ]
+    return browser_chromium_args(wav, webrtc=True)
 
 
 def _skip_reason() -> str | None:

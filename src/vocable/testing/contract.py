@@ -73,7 +73,25 @@ class _Contract:
         raise NotImplementedError
 
 
-class LLMContract(_Contract):
+class _StreamingContract(_Contract):
+    """Checks shared by providers that stream output: closing the stream must stop the work at once."""
+
+    def test_close_stops_promptly(self) -> None:
+        async def go() -> float:
+            provider = await _started(self.make_provider())
+            try:
+                stream = self._drive(provider)
+                await anext(stream)
+                started = time.perf_counter()
+                await stream.aclose()
+                return time.perf_counter() - started
+            finally:
+                await provider.aclose()
+        took = _run(go())
+        assert took < PROMPT_CLOSE_S, f"closing the stream took {took:.2f} s; the engine needs < {PROMPT_CLOSE_S} s"
+
+
+class LLMContract(_StreamingContract):
     prompt = "Say hello in five words."
 
     def _drive(self, provider: LLM) -> AsyncIterator[Any]:
@@ -93,22 +111,8 @@ class LLMContract(_Contract):
                 await provider.aclose()
         assert _run(go()).strip(), "the LLM streamed no text"
 
-    def test_close_stops_promptly(self) -> None:
-        async def go() -> float:
-            provider = await _started(self.make_provider())
-            try:
-                stream = self._drive(provider)
-                await anext(stream)
-                started = time.perf_counter()
-                await stream.aclose()
-                return time.perf_counter() - started
-            finally:
-                await provider.aclose()
-        took = _run(go())
-        assert took < PROMPT_CLOSE_S, f"closing the stream took {took:.2f} s; the engine needs < {PROMPT_CLOSE_S} s"
 
-
-class TTSContract(_Contract):
+class TTSContract(_StreamingContract):
     text = "Hello there, this is a test of speech synthesis."
 
     def _drive(self, provider: TTS) -> AsyncIterator[Any]:
@@ -132,20 +136,6 @@ class TTSContract(_Contract):
         total = b"".join(c.pcm for c in chunks)
         assert len(total) % 2 == 0, "PCM16 audio must have an even number of bytes"
         assert len(total) / 2 / provider.sample_rate > 0.2, "less than 0.2 s of audio for a whole sentence"
-
-    def test_close_stops_promptly(self) -> None:
-        async def go() -> float:
-            provider = await _started(self.make_provider())
-            try:
-                stream = self._drive(provider)
-                await anext(stream)
-                started = time.perf_counter()
-                await stream.aclose()
-                return time.perf_counter() - started
-            finally:
-                await provider.aclose()
-        took = _run(go())
-        assert took < PROMPT_CLOSE_S, f"closing the stream took {took:.2f} s; the engine needs < {PROMPT_CLOSE_S} s"
 
 
 class STTContract(_Contract):
