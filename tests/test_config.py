@@ -148,3 +148,12 @@ def test_config_schema_lists_providers_and_their_settings():
     assert "token_delay_ms" in llm_choice["properties"]
     assert llm_choice["additionalProperties"] is False
     json.dumps(schema)
+
+
+def test_passwords_in_urls_are_redacted():
+    from vocable.config.resolve import _redact
+
+    assert _redact("postgresql://ann:s3cret@db:5432/voice") == "postgresql://ann:**********@db:5432/voice"
+    assert _redact("postgresql://db/voice?user=ann&password=s3cret&sslmode=require") == (
+        "postgresql://db/voice?user=ann&password=**********&sslmode=require")
+    assert _redact("sqlite:///var/lib/vocable.db") == "sqlite:///var/lib/vocable.db"

@@ -19,6 +19,7 @@ from vocable.providers.errors import ProviderUnavailable
 _SECRET_WORDS = ("key", "token", "secret", "password", "credential", "authorization")
 REDACTED = "**********"
 _URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+_URL_SECRET_PARAM = re.compile(r"([?&](?:password|passwd|pwd|secret|token|api_key|key)=)[^&#]*", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +113,9 @@ def _redact(value: Any, key: str = "") -> Any:
         return [_redact(v, key) for v in value]
     if isinstance(value, str) and value and any(word in key.lower() for word in _SECRET_WORDS):
         return REDACTED
-    if isinstance(value, str) and "://" in value and "@" in value:
-        return _URL_PASSWORD.sub(r"\1" + REDACTED + "@", value)
+    if isinstance(value, str) and "://" in value:
+        value = _URL_PASSWORD.sub(r"\1" + REDACTED + "@", value)
+        return _URL_SECRET_PARAM.sub(r"\1" + REDACTED, value)
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
