@@ -352,3 +352,25 @@ async def test_interrupt_and_close_never_wait_on_a_full_audio_queue():
     assert isinstance(seen[-1], Closed)
     assert sum(isinstance(e, Interrupted) for e in seen) >= 1
     await engine.stop()
+
+
+async def test_the_stt_can_end_the_turn_itself():
+    """`turn: {provider: stt}`: a streaming STT's speech_final ends the turn, long before the safety net."""
+    engine = scripted_engine(
+        stt={"provider": "scripted", "transcripts": ["book a table for two"], "endpointing_ms": 200},
+        turn={"provider": "stt", "max_pause_ms": 5000},
+        llm={"provider": "scripted", "echo": True},
+    )
+    await engine.start()
+    async with engine.conversation(pace=False) as conv:
+        await conv.next_event(Ready)
+        from vocable.testing.fakes import tone
+        from vocable.testing.speech import silence
+
+        await feed(conv, silence(100) + tone(500, 16000) + silence(400), realtime=True)
+        events = await conv.collect_turn(timeout_s=3)
+    assert [e.text for e in events if isinstance(e, Transcript) and e.final] == ["book a table for two"]
+    assert "".join(e.text for e in events if isinstance(e, Reply)) == "You said: book a table for two."
+    figures = events[-1].figures
+    assert figures["eot_ms"] < 1000, "the STT's endpointing, not the 5 s safety net, ended the turn"
+    await engine.stop()

@@ -81,6 +81,11 @@ class Listener:
         self.utterance = bytearray(b"".join(self._preroll))
         self._turn.on_speech()
 
+    def end_utterance(self) -> None:
+        """The turn ended by another signal (the STT's own endpointing)."""
+        self.speaking = False
+        self.speech_run_ms = 0.0
+
     def take_preroll(self) -> list[bytes]:
         """The audio from just before speech started, ending with the frame that started it."""
         frames = list(self._preroll)

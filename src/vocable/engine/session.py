@@ -360,6 +360,23 @@ class Session:
             await self._push_stt(FLUSH)
         await self._set_state("speaking" if self._turn is not None and self._turn.metrics.first_audio_out else "thinking")
 
+    async def _end_of_turn_by_stt(self, event: TranscriptEvent, provider: str) -> None:
+        """The STT says the user finished (``speech_final``): its final is this turn's, no FLUSH needed."""
+        self._listener.end_utterance()
+        metrics = self._utterance_turn or TurnMetrics(self.id, new_id("turn"))
+        self._utterance_turn = None
+        metrics.speech_end = self._listener.last_speech_at
+        metrics.stamp("end_of_turn")
+        metrics.stamp("final_transcript")
+        metrics.stt_provider = provider
+        text = f"{self._carry_user_text} {self._early_final} {event.text}".strip()
+        self._early_final = self._carry_user_text = self._last_interim = ""
+        if not text:
+            await self._set_state("listening")
+            return
+        await self._emit(Transcript(text, True, metrics.turn_id))
+        await self._begin_reply(text, metrics)
+
     async def _speculate(self) -> None:
         """The user paused: transcribe now and prepare the reply, held until the turn really ends.
 
@@ -410,6 +427,10 @@ class Session:
                 await self._emit(Transcript(text, False, turn_id))
             return
         self._last_interim = ""
+        if (not self._pending_finals and event.speech_final and self._listener.speaking
+                and getattr(self._turn_stream, "stt_endpointing", False)):
+            await self._end_of_turn_by_stt(event, provider)
+            return
         if not self._pending_finals:
             # a streaming STT finalised a segment before our end of turn: keep it for the final
             self._early_final = f"{self._early_final} {event.text}".strip()

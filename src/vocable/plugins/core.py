@@ -8,12 +8,13 @@ from vocable.plugins.hookspecs import hookimpl
 from vocable.providers.energy_vad import EnergyVAD
 from vocable.providers.log_metrics import LogMetrics
 from vocable.providers.prometheus import PrometheusMetrics
-from vocable.providers.silence_turn import SilenceTurnDetector
+from vocable.providers.silence_turn import SilenceTurnDetector, STTEndpointing
 
 
 @hookimpl
 def register_providers(register: Callable[[type], None]) -> None:
     register(EnergyVAD)
     register(SilenceTurnDetector)
+    register(STTEndpointing)
     register(LogMetrics)
     register(PrometheusMetrics)

@@ -81,6 +81,8 @@ class ScriptedSTTSettings(FailureSettings):
     transcripts: list[str] = Field(default_factory=lambda: ["hello there"])
     interim_every_ms: int = Field(default=200, ge=0, description="audio between interim transcripts; 0: none")
     final_delay_ms: float = Field(default=0.0, ge=0)
+    endpointing_ms: int = Field(default=0, ge=0, description="like Deepgram: after this much silence following "
+                                "speech, a final marked speech_final comes by itself; 0: never")
 
 
 class ScriptedSTT(STT):
@@ -108,6 +110,7 @@ class ScriptedSTT(STT):
             await _maybe_fail(self.settings, self.counters, self.name)
             heard_ms = 0.0
             shown = 0
+            quiet_ms, spoke = 0.0, False
             async for item in audio:
                 if isinstance(item, Flush):
                     if self.settings.final_delay_ms:
@@ -118,7 +121,17 @@ class ScriptedSTT(STT):
                     heard_ms, shown = 0.0, 0
                     yield TranscriptEvent(text, final=True)
                     continue
-                heard_ms += len(item) / 2 * 1000 / sample_rate
+                ms = len(item) / 2 * 1000 / sample_rate
+                heard_ms += ms
+                if self.settings.endpointing_ms:
+                    loud = np.abs(np.frombuffer(item, dtype="<i2")).max(initial=0) > 300
+                    quiet_ms = 0.0 if loud else quiet_ms + ms
+                    spoke = spoke or loud
+                    if spoke and quiet_ms >= self.settings.endpointing_ms:
+                        yield TranscriptEvent(self._script(), final=True, speech_final=True)
+                        self._next += 1
+                        heard_ms, shown, quiet_ms, spoke = 0.0, 0, 0.0, False
+                        continue
                 every = self.settings.interim_every_ms
                 if every and heard_ms // every > shown:
                     shown = int(heard_ms // every)
