@@ -7,6 +7,7 @@ audio comes back, usage lands in the turn metrics, and a failing Groq falls back
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -91,3 +92,26 @@ async def test_failing_groq_falls_back_to_the_next_llm(engine: Engine, groq: Gro
     assert "".join(e.text for e in events if isinstance(e, Reply)) == "The fallback model answers."
     assert groq.attempts == 2, "one try and one bounded retry, then the chain moves on"
     assert any(isinstance(e, AudioOut) for e in events)
+
+
+async def test_deepgram_speech_final_ends_the_turn(
+    deepgram: DeepgramStandin, groq: GroqStandin, elevenlabs: ElevenLabsStandin
+) -> None:
+    """`turn: {provider: stt}`: Deepgram's endpointing, not the engine's silence timer, ends the turn."""
+    config = cloud_config(deepgram, groq, elevenlabs)
+    config["pipeline"]["turn"] = {"provider": "stt", "max_pause_ms": 10000}
+    config["pipeline"]["stt"]["endpointing_ms"] = 300
+    engine = Engine.from_dict(config, autoload=False, plugins=PLUGINS)
+    await engine.start()
+    try:
+        async with engine.conversation(pace=False) as conv:
+            for frame in frames(silence(100) + speech(1000) + silence(1500)):
+                await conv.send_audio(frame)
+                await asyncio.sleep(0.02)  # real time: Deepgram's endpointing runs on its clock
+            events = await conv.collect_turn(timeout_s=15)
+    finally:
+        await engine.stop()
+    finals = [e for e in events if isinstance(e, Transcript) and e.final]
+    assert [e.text for e in finals] == [" ".join(SCRIPT[:5])]
+    assert "".join(e.text for e in events if isinstance(e, Reply)) == DEFAULT_REPLY
+    assert events[-1].figures["eot_ms"] < 5000, "ended by speech_final, not the 10 s safety net"
