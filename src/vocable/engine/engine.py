@@ -28,7 +28,7 @@ from vocable.engine.conversation import Conversation
 from vocable.engine.metrics import TurnMetrics
 from vocable.engine.runtime import Runtime
 from vocable.engine.session import Session
-from vocable.engine.store import open_store
+from vocable.engine.store import StoreObserver, open_store
 from vocable.engine.gate import Admission, Gate
 from vocable.logging import configure_logging, scrubber
 from vocable.plugins.manager import PluginHost, autoload_enabled
@@ -66,6 +66,8 @@ class Engine:
         self.transports: list[Transport] = [cls(self, settings) for cls, settings in self.resolved.transports]
         self.sessions: dict[str, Session] = {}
         self.store = open_store(config.storage.url) if config.storage.url else None
+        if self.store is not None:
+            self.host.add(StoreObserver(self), name="vocable.store")
         self.gate = Gate(config.server)
         self._resumable: dict[str, tuple[float, list[Any]]] = {}  # session id -> (deadline, memory)
         self.tools: dict[str, tuple[Tool, Callable[..., Any]]] = {}

@@ -13,7 +13,6 @@ reading makes the producers wait, so memory stays bounded.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 import uuid
 from collections import deque
@@ -75,13 +74,6 @@ class TurnRecord:
     error: str | None
     metrics: dict[str, Any] = field(default_factory=dict)
     started_at: float = 0.0
-
-
-async def await_me_maybe(value: Any) -> Any:
-    """Observers may be sync or async: await what comes back if it is awaitable (datasette's idiom)."""
-    if inspect.isawaitable(value):
-        return await value
-    return value
 
 
 class Session:
@@ -174,10 +166,7 @@ class Session:
         await self._emit(self.ready_event())
         await self._emit(StateChanged("listening"))
         self.log.info("session_started")
-        if self.engine.store is not None:
-            await self.engine.store.session_started(self.id, self.transport, self.started_at)
-        for result in self.engine.host.broadcast("session_started", session=self):
-            await await_me_maybe(result)
+        await self.engine.host.notify("session_started", session=self)
         greeting = self.engine.config.agent.greeting
         if greeting:
             await self.say(greeting)
@@ -201,16 +190,7 @@ class Session:
         self.events.close()
         self.engine.sessions.pop(self.id, None)
         self.log.info("session_ended", reason=reason, turns=self.turns)
-        if self.engine.store is not None:
-            try:
-                await self.engine.store.session_ended(self.id, time.time(), reason)
-            except Exception as exc:
-                self.log.error("store_failed", error=describe(exc))
-        for result in self.engine.host.broadcast("session_ended", session=self, reason=reason):
-            try:
-                await await_me_maybe(result)
-            except Exception as exc:
-                self.log.warning("observer_failed", hook="session_ended", error=describe(exc))
+        await self.engine.host.notify("session_ended", session=self, reason=reason)
 
     async def __aenter__(self) -> Session:
         await self.start()
@@ -531,22 +511,13 @@ class Session:
             self.id, turn.id, turn.user_text, spoken, turn.reply_text, turn.interrupted, turn.error,
             figures, turn.started_at,
         )
-        if self.engine.store is not None:
-            try:
-                await self.engine.store.write_turn(record)
-            except Exception as exc:  # the conversation goes on; the operator sees the failure
-                self.log.error("store_failed", turn_id=turn.id, error=describe(exc))
+        await self.engine.host.notify("turn_completed", session=self, turn=record)  # persisted before announced
         await self._emit(MetricsEvent(turn.id, figures))
         self.log.info("turn_completed", turn_id=turn.id, interrupted=turn.interrupted, error=turn.error, **{
             k: v for k, v in figures.items() if k.endswith("_ms") and v is not None
         })
         self.engine.record_metrics(turn.metrics)
-        for hook, kwargs in (("turn_metrics", {"metrics": turn.metrics}), ("turn_completed", {"turn": record})):
-            for result in self.engine.host.broadcast(hook, session=self, **kwargs):
-                try:
-                    await await_me_maybe(result)
-                except Exception as exc:
-                    self.log.warning("observer_failed", hook=hook, error=describe(exc))
+        await self.engine.host.notify("turn_metrics", session=self, metrics=turn.metrics)
 
     # ---------------------------------------------------------------------------------------- output
 

@@ -159,15 +159,18 @@ class PluginHost:
 
     # ------------------------------------------------------------------------------------------ observers
 
-    def broadcast(self, hook: str, **kwargs: Any) -> list[Any]:
-        """Call an observer hook on every plugin, isolating failures; returns results (maybe awaitables)."""
-        results: list[Any] = []
+    async def notify(self, hook: str, **kwargs: Any) -> None:
+        """Call an observer hook on every plugin and await what comes back (datasette's ``await_me_maybe``).
+
+        One failing observer, sync or async, is logged and never stops the others or the session.
+        """
         for impl in getattr(self.pm.hook, hook).get_hookimpls():
             try:
-                results.append(impl.function(**{k: kwargs[k] for k in impl.argnames if k in kwargs}))
+                result = impl.function(**{k: kwargs[k] for k in impl.argnames if k in kwargs})
+                if inspect.isawaitable(result):
+                    await result
             except Exception as exc:
                 log.exception("observer_failed", hook=hook, plugin=impl.plugin_name, error=str(exc))
-        return results
 
 
 def iter_hookspecs() -> Iterable[tuple[str, Any]]:

@@ -12,9 +12,13 @@ server killed with SIGKILL keeps every finished turn.
 
 from __future__ import annotations
 
-from vocable.engine.store.base import TurnStore, scheme_of
+import time
+from typing import Any
 
-__all__ = ["TurnStore", "open_store"]
+from vocable.engine.store.base import TurnStore, scheme_of
+from vocable.plugins.hookspecs import hookimpl
+
+__all__ = ["StoreObserver", "TurnStore", "open_store"]
 
 
 def open_store(url: str) -> TurnStore:
@@ -32,3 +36,28 @@ def open_store(url: str) -> TurnStore:
         f"storage.url: unsupported scheme {scheme!r}: use sqlite:///path/to/file.db or "
         "postgresql://user:password@host:5432/dbname"
     )
+
+
+class StoreObserver:
+    """Persistence as an observer of the session hooks, registered like any plugin.
+
+    It reads ``engine.store`` at each call, because the engine opens a fresh store on every start.
+    """
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    @hookimpl
+    async def session_started(self, session: Any) -> None:
+        if self.engine.store is not None:
+            await self.engine.store.session_started(session.id, session.transport, session.started_at)
+
+    @hookimpl
+    async def session_ended(self, session: Any, reason: str) -> None:
+        if self.engine.store is not None:
+            await self.engine.store.session_ended(session.id, time.time(), reason)
+
+    @hookimpl
+    async def turn_completed(self, session: Any, turn: Any) -> None:
+        if self.engine.store is not None:
+            await self.engine.store.write_turn(turn)
