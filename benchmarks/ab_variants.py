@@ -6,14 +6,22 @@ memory-bandwidth contention, a slower clock), so the least CPU over the rounds i
 median is printed beside it. Variants are patches from
 ``_experiments.py`` applied in the server process only (comma-separate several to stack them).
 
+With ``--revs`` it compares code instead: git revisions (``HEAD``, a commit) or ``worktree`` (a snapshot of
+the working tree as it is now), each exported into a temporary directory that the server imports vocable
+from. The first is the baseline: ``--revs HEAD,worktree`` measures uncommitted changes before committing.
+
 Usage: python benchmarks/ab_variants.py [--n 40] [--rounds 3] [--window-s 8] [--variants vad_dot,send_no_timeout]
+       python benchmarks/ab_variants.py --n 300 --rounds 4 --revs HEAD,worktree
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -21,6 +29,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, table
 from _experiments import VARIANTS
 from ws_capacity import step
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def export_source(rev: str, into: Path) -> str:
+    """The ``src`` directory of ``rev`` (or of the working tree, for ``worktree``), copied under ``into``."""
+    target = into / rev.replace("/", "_").replace("~", "_")
+    if rev == "worktree":
+        shutil.copytree(ROOT / "src", target / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    else:
+        target.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"], check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return str(target / "src")
 
 
 def main() -> None:
@@ -31,19 +54,31 @@ def main() -> None:
     parser.add_argument("--window-s", type=float, default=8.0)
     parser.add_argument("--variants", default=",".join(VARIANTS) + ",all",
                         help="comma-separated; 'all' stacks every variant; a '+' stacks some: vad_dot+wire_fast")
+    parser.add_argument("--revs", default="", help="compare code: git revisions or 'worktree', comma-separated; "
+                        "the first is the baseline (variants are ignored then)")
     args = parser.parse_args()
-    names = ["baseline"] + [v for v in args.variants.split(",") if v]
-    resolved = {name: ",".join(VARIANTS) if name == "all" else name.replace("+", ",") for name in names}
+    scratch = Path(tempfile.mkdtemp(prefix="vocable-ab-"))
+    sources: dict[str, str | None] = {}
+    if args.revs:
+        names = [r.strip() for r in args.revs.split(",") if r.strip()]
+        sources = {name: export_source(name, scratch) for name in names}
+        resolved = {name: "" for name in names}
+    else:
+        names = ["baseline"] + [v for v in args.variants.split(",") if v]
+        resolved = {name: ",".join(VARIANTS) if name == "all" else name.replace("+", ",") for name in names}
+        resolved["baseline"] = ""
     runs: dict[str, list[dict]] = {name: [] for name in names}
     for r in range(args.rounds):
         for name in names:
-            result = step(args.kind, args.n, args.window_s, seed=r, variant="" if name == "baseline" else resolved[name])
+            result = step(args.kind, args.n, args.window_s, seed=r, variant=resolved[name], source=sources.get(name))
             runs[name].append(result)
             print(f"  round {r + 1} {name:24} cpu {result['server_cpu_pct']:5.1f}%  p99 {result['lateness_p99_ms']:7.2f} ms",
                   file=sys.stderr, flush=True)
     figures: dict[str, object] = {"kind": args.kind, "sessions": args.n, "rounds": args.rounds, "window_s": args.window_s}
-    base = min(r["server_cpu_pct"] for r in runs["baseline"]) / args.n
-    base_median = statistics.median(r["server_cpu_pct"] for r in runs["baseline"]) / args.n
+    shutil.rmtree(scratch, ignore_errors=True)
+    first = names[0]
+    base = min(r["server_cpu_pct"] for r in runs[first]) / args.n
+    base_median = statistics.median(r["server_cpu_pct"] for r in runs[first]) / args.n
     rows = []
     for name in names:
         cpu = min(r["server_cpu_pct"] for r in runs[name]) / args.n

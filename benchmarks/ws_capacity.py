@@ -465,10 +465,15 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 
     raise RuntimeError("server did not start listening")
 
 
-def step(kind: str, n: int, window_s: float, seed: int, variant: str = "") -> dict[str, Any]:
+def step(kind: str, n: int, window_s: float, seed: int, variant: str = "", source: str | None = None) -> dict[str, Any]:
+    """One measuring step on a fresh server; ``source`` is a directory holding another ``vocable`` package
+    (a checkout's ``src``) for the server to import instead of the installed one (A/B of revisions)."""
     port = free_port()
+    env = dict(os.environ)
+    if source:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH")) if p)
     server = subprocess.Popen([sys.executable, str(HERE), "--serve", kind, "--port", str(port), "--variant", variant],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
         wait_listening(port, server)
         time.sleep(0.5)

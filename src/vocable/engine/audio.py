@@ -22,12 +22,13 @@ def resample_pcm(pcm: bytes, from_rate: int, to_rate: int) -> bytes:
 class Resampler:
     """Stateful streaming resampler: chunk boundaries leave no clicks. A no-op when the rates match."""
 
-    __slots__ = ("from_rate", "to_rate", "_stream")
+    __slots__ = ("from_rate", "to_rate", "passthrough", "_stream")
 
     def __init__(self, from_rate: int, to_rate: int) -> None:
         self.from_rate = from_rate
         self.to_rate = to_rate
-        self._stream = None if from_rate == to_rate else soxr.ResampleStream(from_rate, to_rate, 1, dtype="int16", quality="HQ")
+        self.passthrough = from_rate == to_rate  # hot paths may skip the call altogether
+        self._stream = None if self.passthrough else soxr.ResampleStream(from_rate, to_rate, 1, dtype="int16", quality="HQ")
 
     def __call__(self, pcm: bytes, *, last: bool = False) -> bytes:
         if self._stream is None:

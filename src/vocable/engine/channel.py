@@ -19,12 +19,13 @@ class ChannelClosed(Exception):
 
 
 class Channel(Generic[T]):
-    __slots__ = ("maxsize", "_items", "_readable", "_writable", "_closed")
+    __slots__ = ("maxsize", "_low_water", "_items", "_readable", "_writable", "_closed")
 
     def __init__(self, maxsize: int) -> None:
         if maxsize < 1:
             raise ValueError("a channel needs room for at least one item")
         self.maxsize = maxsize
+        self._low_water = maxsize // 2
         self._items: deque[T] = deque()
         self._readable = asyncio.Event()
         self._writable = asyncio.Event()
@@ -66,7 +67,8 @@ class Channel(Generic[T]):
             self._readable.clear()
             await self._readable.wait()
         item = self._items.popleft()
-        self._writable.set()
+        if len(self._items) <= self._low_water:  # a full channel's producer wakes once per half, not per item
+            self._writable.set()
         return item
 
     def purge(self, predicate: Callable[[T], bool]) -> int:

@@ -64,6 +64,66 @@ async def aclose(iterator: Any) -> None:
             log.debug("provider_close_failed", error=describe(exc))
 
 
+class StallWatch:
+    """Ends a stream that has produced nothing for ``limit_s`` while its consumer waits on it.
+
+    ``asyncio.timeout`` around every item would create and cancel a timer per LLM token and TTS chunk
+    (tens a second for each talking session). This keeps one timer per ``limit_s`` at most: ``waiting``
+    stamps the clock (arming the timer if none is armed), ``resumed`` clears the stamp, and when the timer
+    fires it either re-arms for the stamp's own deadline or, if the consumer has been waiting too long,
+    cancels the task, which ``expired`` then turns into a timeout. Time the consumer spends on its own
+    (backpressure from a paced player, say) is never counted against the provider.
+    """
+
+    __slots__ = ("limit_s", "_loop", "_task", "_since", "_handle", "_fired", "_cancelling")
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[Any] | None = None
+        self._since: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._fired = False
+        self._cancelling = 0
+
+    def waiting(self) -> None:
+        self._since = self._loop.time()
+        task = asyncio.current_task()
+        if task is not self._task:
+            self._task = task
+            self._cancelling = task.cancelling() if task is not None else 0
+        if self._handle is None:
+            self._handle = self._loop.call_at(self._since + self.limit_s, self._check)
+
+    def resumed(self) -> None:
+        self._since = None
+
+    def expired(self) -> bool:
+        """Called on CancelledError while waiting: True if it was this watch (and not anyone else) that cancelled."""
+        if not self._fired:
+            return False
+        self._fired = False
+        task = self._task
+        return task is not None and task.uncancel() <= self._cancelling
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _check(self) -> None:
+        self._handle = None
+        since = self._since
+        if since is None:
+            return  # not waiting now: the next wait arms a fresh timer
+        due = since + self.limit_s
+        if self._loop.time() < due:
+            self._handle = self._loop.call_at(due, self._check)
+        elif self._task is not None and not self._task.done():
+            self._fired = True
+            self._task.cancel()
+
+
 class ServedBy:
     """Filled in by ``fallback_stream`` with the name of the provider that produced the output."""
 
@@ -113,20 +173,26 @@ async def fallback_stream(
                     continue
                 break
             served.name = live.name
+            watch = StallWatch(stall_timeout_s) if stall_timeout_s is not None else None
             try:
                 yield first
                 while True:
                     try:
-                        if stall_timeout_s is None:
+                        if watch is None:
                             item = await anext(stream)
                         else:
-                            async with asyncio.timeout(stall_timeout_s):
-                                item = await anext(stream)
+                            watch.waiting()
+                            item = await anext(stream)
+                            watch.resumed()
                     except StopAsyncIteration:
                         return
-                    except TimeoutError:
-                        raise ProviderTimeout(f"stalled for {stall_timeout_s:g} s", provider=live.name) from None
+                    except asyncio.CancelledError:
+                        if watch is not None and watch.expired():
+                            raise ProviderTimeout(f"stalled for {stall_timeout_s:g} s", provider=live.name) from None
+                        raise
                     yield item
             finally:
+                if watch is not None:
+                    watch.close()
                 await aclose(stream)
     raise AllProvidersFailed(kind, served.failures)

@@ -43,15 +43,21 @@ class TextFeed:
         return "".join(self._pieces)
 
     async def read(self) -> AsyncIterator[str]:
-        """Every piece from the first, then new ones as they come, until ``close``."""
+        """All the text from the first piece on, then more as it comes, until ``close``.
+
+        Whatever piled up since the reader last looked comes as one piece: a fast LLM's burst of tokens
+        then costs the sentence splitter (or a streaming TTS) one call instead of one per token.
+        """
         index = 0
         while True:
-            while index < len(self._pieces):
-                piece = self._pieces[index]
-                index += 1
+            pieces = self._pieces
+            if index < len(pieces):
+                text = pieces[index] if index + 1 == len(pieces) else "".join(pieces[index:])
+                index = len(pieces)
                 if self.first_read is None:
                     self.first_read = now()
-                yield piece
+                yield text
+                continue
             if self._closed:
                 return
             self._changed.clear()

@@ -282,7 +282,8 @@ class ReplyRunner:
                             metrics.tts_request = feed.first_read
                         metrics.stamp("tts_first_audio")
                         await audio.put(chunk)
-                        await asyncio.sleep(0)
+                        if len(audio) == 1:  # the player was waiting for it: let it send now
+                            await asyncio.sleep(0)
                 metrics.tts_provider = served.name
                 return
             buffer = ""
@@ -316,7 +317,8 @@ class ReplyRunner:
             async for chunk in stream:
                 metrics.stamp("tts_first_audio")
                 await audio.put(chunk)
-                await asyncio.sleep(0)  # let the player send it now, even if the TTS has more ready
+                if len(audio) == 1:  # the player was waiting for it: let it send now, even if the TTS has more
+                    await asyncio.sleep(0)
         metrics.tts_provider = metrics.tts_provider or served.name
 
     # ---------------------------------------------------------------------------------------- player

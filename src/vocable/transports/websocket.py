@@ -2,8 +2,9 @@
 
 Two tasks per connection. The reader turns client messages into session calls (binary -> ``send_audio``;
 JSON -> start, text, interrupt, end). The writer drains the session's bounded event channel to the client.
-Only the writer sends on the socket, so the client sees events in the order the session made them; the
-reader's own answers (errors, a fresh ``ready``) go through the session's channel too.
+While that channel is empty, producers send their events themselves (the session's sink, see ``take``),
+which saves a wake-up per message; either way the client sees events in the order the session made them,
+and the reader's own answers (errors, a fresh ``ready``) go the same way.
 
 However the connection ends (client close, network error, ``end``, bad input, server shutdown), both tasks
 are cancelled, the session is closed through the engine, and the socket gets a close code that says why.
@@ -24,7 +25,8 @@ import structlog
 from pydantic import Field
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from vocable.engine.channel import ChannelClosed
 from vocable.engine.engine import CapacityError, NotReady
@@ -80,12 +82,20 @@ def ending_for_session(session: Session) -> Ending:
 
 
 class Connection:
-    """One client and its session. Whoever sees the end first (reader or writer) decides the Ending, once."""
+    """One client and its session. Whoever sees the end first (reader or writer) decides the Ending, once.
 
-    def __init__(self, transport: WebSocketTransport, ws: WebSocket, session: Session) -> None:
+    Frames travel through the bare ASGI ``receive`` and ``send`` (Starlette's WebSocket checks its state
+    and adds a wrapper on every message: a measurable share of a path that carries ~80 messages a second
+    per client); the handshake and the close go through the WebSocket, whose state is kept in step.
+    """
+
+    def __init__(self, transport: WebSocketTransport, ws: WebSocket, session: Session,
+                 receive: Receive | None = None, send: Send | None = None) -> None:
         self.transport = transport
         self.settings = transport.settings
         self.ws = ws
+        self._receive: Receive = receive or ws.receive
+        self._send_asgi: Send = send or ws.send
         self.session = session
         self.log = log.bind(session_id=session.id)
         self.bytes_in = self.bytes_out = self.messages_in = 0
@@ -94,15 +104,22 @@ class Connection:
         self._ended: asyncio.Future[Ending] = asyncio.get_running_loop().create_future()
         self.send_started: float | None = None
         self.writer: asyncio.Task[None] | None = None
+        self._direct = True  # producers may send directly (``take``) until the connection starts ending
+        self._in_flight = False
+        self._holding = False
+        self._landed = asyncio.Event()
 
     def end(self, ending: Ending) -> None:
         if not self._ended.done():
             self._ended.set_result(ending)
+        self._direct = False  # from here on everything goes through the channel and the (draining) writer
+        self.session.detach_sink(self)
 
     async def run(self) -> Ending:
         """Pump both ways until either side ends, then close the session and the socket, always."""
         reader = self._spawn(self._read(), "read")
         writer = self.writer = self._spawn(self._write(), "write")
+        self.session.attach_sink(self)
         ending = Ending(1011, "internal_error", drain=False)
         try:
             ending = await self._ended
@@ -139,9 +156,11 @@ class Connection:
 
     async def _read_until_done(self) -> Ending:
         limit = self.settings.max_message_bytes
+        receive, send_audio = self._receive, self.session.send_audio
         while True:
-            message = await self.ws.receive()
+            message = await receive()
             if message["type"] == "websocket.disconnect":
+                self.ws.client_state = WebSocketState.DISCONNECTED
                 return Ending(None, "client_disconnected", resumable=True)
             data: bytes | None = message.get("bytes")
             text: str | None = message.get("text")
@@ -153,8 +172,10 @@ class Connection:
                     await self.session.report_error(
                         "message_too_large", f"messages are limited to {limit} bytes; got {size}", fatal=True)
                     return Ending(1009, "message_too_large")
-                if data is not None:
-                    await self._on_audio(data)
+                if data is not None:  # the hot path: 50 messages a second per talking client
+                    if size & 1 and not self._odd_reported:
+                        await self._report_odd()
+                    await send_audio(data)
                 elif text is not None and (ending := await self._on_text(text)) is not None:
                     return ending
             except BadInput as exc:
@@ -162,12 +183,10 @@ class Connection:
             except SessionClosed:
                 return ending_for_session(self.session)
 
-    async def _on_audio(self, pcm: bytes) -> None:
-        if len(pcm) % 2 and not self._odd_reported:
-            self._odd_reported = True  # once per session: the session carries the odd byte over
-            await self.session.report_error(
-                "odd_length_pcm", "binary messages should hold whole 16-bit samples; an odd byte was carried over")
-        await self.session.send_audio(pcm)
+    async def _report_odd(self) -> None:
+        self._odd_reported = True  # once per session: the session carries the odd byte over
+        await self.session.report_error(
+            "odd_length_pcm", "binary messages should hold whole 16-bit samples; an odd byte was carried over")
 
     async def _on_text(self, text: str) -> Ending | None:
         message = parse_message(text)
@@ -195,16 +214,44 @@ class Connection:
             raise SessionClosed(self.session.id) from None
 
     # ------------------------------------------------------------------------------------ writer
+    #
+    # Events reach the socket two ways. While nothing is queued, the producer (the reply's player, the
+    # reader, the STT task) sends its event itself through ``take``: no writer wake-up, and one message
+    # per wake-up of the producer, like a bare echo. Once anything is queued, or a send is in flight, new
+    # events go into the session's channel and the writer sends them in order. ``_holding`` (the writer has
+    # an event it has taken from the channel but not yet sent) and ``_in_flight`` (a direct send is
+    # waiting on the socket) are what keep the two ways from overtaking each other.
+
+    def can_take(self) -> bool:
+        return self._direct and not self._in_flight and not self._holding
+
+    async def take(self, event: Event) -> None:
+        if not self._sending:
+            return  # the client cannot take more: drop, as the writer does when it only drains
+        self._in_flight = True
+        try:
+            await self._send(event)
+        finally:
+            self._in_flight = False
+            if self._holding:
+                self._landed.set()
 
     async def _write(self) -> None:
-        """Send every event in order; once the client cannot take more, keep draining so producers never block."""
+        """Send every queued event in order; once the client cannot take more, keep draining so producers never block."""
         while (event := await self.session.events.get()) is not None:
-            if self._sending:
-                await self._send(event)
+            self._holding = True
+            try:
+                while self._in_flight:  # a direct send went first and is still on its way
+                    self._landed.clear()
+                    await self._landed.wait()
+                if self._sending:
+                    await self._send(event)
+            finally:
+                self._holding = False
         self.end(ending_for_session(self.session))
 
     async def _send(self, event: Event) -> None:
-        if isinstance(event, AudioOut):
+        if type(event) is AudioOut:
             message: dict[str, Any] = {"type": "websocket.send", "bytes": event.pcm}
             size = len(event.pcm)
         else:
@@ -213,8 +260,9 @@ class Connection:
             size = len(text)
         self.send_started = time.monotonic()  # the transport's watchdog closes a send stuck past the timeout
         try:
-            await self.ws.send(message)
+            await self._send_asgi(message)
         except (WebSocketDisconnect, OSError, RuntimeError):
+            self.ws.application_state = WebSocketState.DISCONNECTED
             self._sending = False
             self.end(Ending(None, "client_disconnected", resumable=True))
         else:
@@ -273,9 +321,9 @@ class WebSocketTransport(Transport):
                 connection.check_slow(clock)
 
     def routes(self) -> list[BaseRoute]:
-        return [WebSocketRoute(self.settings.path, self.endpoint)]
+        return [WebSocketRoute(self.settings.path, AudioEndpoint(self))]
 
-    async def endpoint(self, ws: WebSocket) -> None:
+    async def endpoint(self, ws: WebSocket, receive: Receive | None = None, send: Send | None = None) -> None:
         try:  # origin, rate limit and token are checked before accepting: a refused client costs nothing
             admission = admit_websocket(self.engine.gate, ws)
         except Refused as refused:
@@ -294,14 +342,15 @@ class WebSocketTransport(Transport):
             return await self.refuse(ws, "capacity", str(exc), 1013)
         except (NotReady, TimeoutError) as exc:
             return await self.refuse(ws, "not_ready", f"the server is not ready: {exc}".rstrip(": "), 1013)
-        await self.serve(ws, session)
+        await self.serve(ws, session, receive, send)
 
-    async def serve(self, ws: WebSocket, session: Session) -> None:
+    async def serve(self, ws: WebSocket, session: Session, receive: Receive | None = None,
+                    send: Send | None = None) -> None:
         task = asyncio.current_task()
         assert task is not None
         self.live.add(task)
         self.connections_total += 1
-        connection = Connection(self, ws, session)
+        connection = Connection(self, ws, session, receive, send)
         self.connections.add(connection)
         if self._watchdog is None or self._watchdog.done():
             self._watchdog = asyncio.create_task(self._watch_slow_clients(), name="ws-slow-clients")
@@ -353,6 +402,18 @@ class WebSocketTransport(Transport):
     def client_config(self) -> dict[str, Any]:
         settings = self.settings
         return {"path": settings.path, "max_message_bytes": settings.max_message_bytes}
+
+
+class AudioEndpoint:
+    """The route's ASGI app (a class, so Starlette passes ``receive`` and ``send`` through untouched)."""
+
+    __slots__ = ("transport",)
+
+    def __init__(self, transport: WebSocketTransport) -> None:
+        self.transport = transport
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.transport.endpoint(WebSocket(scope, receive=receive, send=send), receive, send)
 
 
 @hookimpl
