@@ -90,30 +90,6 @@ def channel_lowwater() -> None:
 
 
 @variant
-def pace_two() -> None:
-    """Player: wake once per two frames (send while ahead <= lead + one frame), halving pacing timers."""
-    from vocable.engine import turn
-    from vocable.engine.metrics import now
-
-    async def wait_turn(self: Any, frame: bytes) -> None:
-        if not self.pace:
-            return
-        clock = now()
-        if self._t0 is None:
-            self._t0 = clock
-        ahead = self.sent_s - (clock - self._t0)
-        if ahead < 0:
-            self._t0 += -ahead
-            ahead = 0.0
-        frame_s = len(frame) / 2 / self.sample_rate
-        if ahead > self.lead_s + frame_s:
-            await asyncio.sleep(ahead - self.lead_s)
-        self.sent_s += frame_s
-
-    turn.Player.wait_turn = wait_turn  # type: ignore[method-assign]
-
-
-@variant
 def no_stall_timer() -> None:
     """fallback_stream: no asyncio.timeout per item after the first (upper bound of a 1 Hz stall watchdog)."""
     from vocable.engine import turn
@@ -152,3 +128,61 @@ def apply(names: str) -> list[str]:
         VARIANTS[name]()
         applied.append(name)
     return applied
+
+
+# ---- upper bounds: not proposals, but what a part of the work costs, measured by leaving it out
+
+
+@variant
+def no_reply() -> None:
+    """Upper bound of what replies cost: the LLM says nothing, so no TTS, no paced audio, no reply events."""
+    from vocable.testing import fakes
+
+    async def stream(self: Any, messages: Any, *, tools: Any = ()) -> Any:
+        return
+        yield  # an async generator that ends at once
+
+    fakes.ScriptedLLM.stream = stream  # type: ignore[method-assign]
+
+
+@variant
+def deaf() -> None:
+    """Upper bound of what hearing costs: the VAD hears only silence, so no STT, no turns, no replies."""
+    from vocable.providers import energy_vad
+
+    energy_vad._EnergyStream.probability = lambda self, frame: 0.0  # type: ignore[method-assign]
+
+
+@variant
+def null_session() -> None:
+    """Upper bound of the whole engine's input path: audio reaches the session and is dropped unread."""
+    from vocable.engine.session import Session
+
+    async def send_audio(self: Any, pcm: bytes) -> None:
+        return None
+
+    Session.send_audio = send_audio  # type: ignore[method-assign]
+
+
+@variant
+def silent_tts() -> None:
+    """Upper bound of what reply audio costs: the TTS makes none (the reply's text events still go out)."""
+    from vocable.testing import fakes
+
+    async def synthesize(self: Any, text: str) -> Any:
+        return
+        yield
+
+    fakes.ScriptedTTS.synthesize = synthesize  # type: ignore[method-assign]
+
+
+@variant
+def unpaced() -> None:
+    """Upper bound of what pacing costs: reply audio goes out as fast as the TTS makes it, no timer per frame."""
+    from vocable.engine import turn
+
+    def delay(self: Any, frame: bytes) -> float:
+        self.sent_s += len(frame) / 2 / self.sample_rate
+        return 0.0
+
+    turn.Player.delay = delay  # type: ignore[method-assign]

@@ -46,6 +46,10 @@ class Framer:
         self.frame_bytes = frame_samples * SAMPLE_WIDTH
         self._buffer = bytearray()
 
+    def aligned(self, pcm: bytes) -> bool:
+        """True if ``pcm`` is exactly one frame and nothing is pending: it is its own frame, as it is."""
+        return len(pcm) == self.frame_bytes and not self._buffer and type(pcm) is bytes
+
     def push(self, pcm: bytes) -> list[bytes]:
         if not self._buffer and len(pcm) == self.frame_bytes:  # one message, one frame: the common case
             return [pcm if type(pcm) is bytes else bytes(pcm)]

@@ -48,8 +48,10 @@ class Channel(Generic[T]):
             await self._writable.wait()
         if self._closed:
             raise ChannelClosed
-        self._items.append(item)
-        self._readable.set()
+        items = self._items
+        items.append(item)
+        if len(items) == 1:  # a reader waits only on an empty channel: wake it once, not per item
+            self._readable.set()
 
     def put_nowait(self, item: T) -> bool:
         """Append if there is room; return False (and drop nothing already queued) when full or closed."""

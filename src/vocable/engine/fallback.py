@@ -88,11 +88,12 @@ class StallWatch:
 
     def waiting(self) -> None:
         self._since = self._loop.time()
-        task = asyncio.current_task()
-        if task is not self._task:
-            self._task = task
-            self._cancelling = task.cancelling() if task is not None else 0
         if self._handle is None:
+            # the consumer's task, which the generator runs in (looked up when arming, not per item)
+            task = asyncio.current_task()
+            if task is not self._task:
+                self._task = task
+                self._cancelling = task.cancelling() if task is not None else 0
             self._handle = self._loop.call_at(self._since + self.limit_s, self._check)
 
     def resumed(self) -> None:

@@ -22,13 +22,15 @@ END_OF_TURN = 16  # the user's turn has ended
 
 class Listener:
     __slots__ = (
-        "_vad", "_turn", "_taking", "frame_ms", "sample_rate", "speaking", "speech_run_ms",
+        "_vad", "_probability", "_threshold", "_turn", "_taking", "frame_ms", "sample_rate", "speaking", "speech_run_ms",
         "utterance_speech_ms", "pause_ms", "utterance", "last_speech_at", "_preroll", "_speculated",
     )
 
     def __init__(self, vad: VADStream, turn: TurnStream, taking: TurnTakingConfig, frame_ms: float,
                  sample_rate: int) -> None:
         self._vad = vad
+        self._probability = vad.probability  # bound once: ``hear`` runs for every frame of every session
+        self._threshold = taking.vad_threshold
         self._turn = turn
         self._taking = taking
         self.frame_ms = frame_ms
@@ -43,7 +45,7 @@ class Listener:
         self._speculated = False
 
     def hear(self, frame: bytes) -> int:
-        speech = self._vad.probability(frame) >= self._taking.vad_threshold
+        speech = self._probability(frame) >= self._threshold
         if speech:
             self.speech_run_ms += self.frame_ms
             self.last_speech_at = now()

@@ -33,6 +33,7 @@ from vocable.engine.events import (
     Interrupted,
     MetricsEvent,
     Ready,
+    Reply,
     State,
     StateChanged,
     Transcript,
@@ -116,6 +117,7 @@ class Session:
         self.output_sample_rate = pipeline.output.sample_rate or engine.runtime.output_sample_rate
         self.events: Channel[Event] = Channel(pipeline.queue_frames)
         self._sink: EventSink | None = None
+        self._held_reply: Reply | None = None  # reply text deltas made in one go, sent as one (``_emit``)
         self.memory = Memory(
             config.agent.system_prompt,
             max_turns=config.agent.memory.max_turns,
@@ -198,6 +200,7 @@ class Session:
         await self._stt.aclose()
         await self._turn_stream.aclose()
         self.events.purge(lambda e: isinstance(e, AudioOut))
+        self._release_reply()
         if not self.events.put_nowait(Closed(reason)):
             self.events.purge(lambda e: True)
             self.events.put_nowait(Closed(reason))
@@ -223,18 +226,30 @@ class Session:
         """Microphone audio at ``input_sample_rate`` (PCM16 mono); any length, an odd byte is carried over."""
         if self._closed:
             raise SessionClosed(self.id)
-        if self._odd:
-            pcm = self._odd + pcm
-        if len(pcm) % 2:
-            self._odd = pcm[-1:]
-            pcm = pcm[:-1]
-        elif self._odd:
-            self._odd = b""
-        resampler, hear = self._resampler, self._listener.hear
-        for frame in self._framer.push(pcm if resampler.passthrough else resampler(pcm)):
+        if self._odd or len(pcm) & 1:
+            pcm = self._carry_odd_byte(pcm)
+        resampler = self._resampler
+        if not resampler.passthrough:
+            pcm = resampler(pcm)
+        framer, hear = self._framer, self._listener.hear
+        if framer.aligned(pcm):  # one message, one frame: the common case, 50 times a second
+            if heard := hear(pcm):
+                await self._on_heard(pcm, heard)
+            return
+        for frame in framer.push(pcm):
             # most frames (silence between turns) need nothing awaited: only the rest pay for a coroutine
             if heard := hear(frame):
                 await self._on_heard(frame, heard)
+
+    def _carry_odd_byte(self, pcm: bytes) -> bytes:
+        """Whole samples only: an odd trailing byte waits for the next message."""
+        if self._odd:
+            pcm = self._odd + pcm
+            self._odd = b""
+        if len(pcm) & 1:
+            self._odd = pcm[-1:]
+            pcm = pcm[:-1]
+        return pcm
 
     def set_input_sample_rate(self, rate: int) -> None:
         """Change the client's audio rate (the WebSocket ``start`` message); ValueError if unsupported."""
@@ -556,6 +571,40 @@ class Session:
             self._sink = None
 
     async def _emit(self, event: Event) -> None:
+        """Send ``event`` in order, merging reply text deltas that the LLM produced in one go.
+
+        A fast LLM (or a burst of buffered tokens) yields many deltas without the loop turning once; each
+        as its own message would cost a JSON encoding and a socket write. The first delta is held and
+        released when the loop next turns (``call_soon``), with every delta of the same turn that came
+        meanwhile joined to it; any other event releases it first, so nothing is reordered or delayed
+        behind the current step.
+        """
+        held = self._held_reply
+        if type(event) is Reply and not event.final:
+            if held is not None:
+                if held.turn_id == event.turn_id:
+                    self._held_reply = Reply(held.text + event.text, False, event.turn_id)
+                    return
+                self._held_reply = None
+                await self._deliver(held)
+            self._held_reply = event
+            asyncio.get_running_loop().call_soon(self._release_reply)
+            return
+        if held is not None:
+            self._held_reply = None
+            await self._deliver(held)
+        await self._deliver(event)
+
+    def _release_reply(self) -> None:
+        held = self._held_reply
+        if held is None:
+            return
+        if self.events.closed or self.events.put_nowait(held):
+            self._held_reply = None
+        else:  # the client is behind and the channel is full: try again shortly, keeping the text
+            asyncio.get_running_loop().call_later(0.02, self._release_reply)
+
+    async def _deliver(self, event: Event) -> None:
         sink = self._sink
         if sink is not None and not self.events and sink.can_take() and not self.events.closed:
             await sink.take(event)

@@ -104,7 +104,7 @@ class Player:
         resampler = self._resamplers.get(chunk.sample_rate)
         if resampler is None:
             resampler = self._resamplers[chunk.sample_rate] = Resampler(chunk.sample_rate, self.sample_rate)
-        return self.framer.push(resampler(chunk.pcm))
+        return self.framer.push(chunk.pcm if resampler.passthrough else resampler(chunk.pcm))
 
     def tail(self) -> list[bytes]:
         rest = self.framer.rest()
@@ -112,20 +112,23 @@ class Player:
             return []
         return [rest + b"\x00" * (self.framer.frame_bytes - len(rest))]
 
-    async def wait_turn(self, frame: bytes) -> None:
-        """Sleep until ``frame`` may be sent; a TTS underrun restarts the clock rather than bursting."""
+    def delay(self, frame: bytes) -> float:
+        """Seconds to wait before ``frame`` may be sent (0: now), counting it as sent.
+
+        A TTS underrun restarts the clock rather than bursting. Synchronous, so the player awaits only
+        the sleep itself: one coroutine less to resume for every 20 ms frame of every session.
+        """
         if not self.pace:
-            return
+            return 0.0
         clock = now()
         if self._t0 is None:
             self._t0 = clock
         ahead = self.sent_s - (clock - self._t0)
         if ahead < 0:
-            self._t0 += -ahead
+            self._t0 -= ahead
             ahead = 0.0
-        if ahead > self.lead_s:
-            await asyncio.sleep(ahead - self.lead_s)
         self.sent_s += len(frame) / 2 / self.sample_rate
+        return ahead - self.lead_s if ahead > self.lead_s else 0.0
 
     def remaining_s(self) -> float:
         if not self.pace or self._t0 is None:
@@ -207,7 +210,8 @@ class ReplyRunner:
                 turn.metrics.stamp("llm_request")
                 turn.metrics.stamp("llm_first_token")
             group.create_task(self._pump_tts(turn, feed, audio))
-            await self._play(turn, audio, player)
+            # the player is a task of its own, so each frame's wake-up resumes only its short chain
+            group.create_task(self._play(turn, audio, player))
         return player.remaining_s()
 
     # ------------------------------------------------------------------------------------------- LLM
@@ -327,6 +331,7 @@ class ReplyRunner:
         if self.gate is not None:
             await self.gate.wait()
             await self._flush_held()
+        sleep = asyncio.sleep
         while (item := await audio.get()) is not None:
             if isinstance(item, str):
                 self._start_segment(turn, item + " ")  # a whole sentence: segments concatenate
@@ -334,9 +339,13 @@ class ReplyRunner:
             if item.text is not None:
                 self._start_segment(turn, item.text)
             for frame in player.convert(item):
-                await self._send(turn, frame, player)
+                if (wait := player.delay(frame)) > 0:
+                    await sleep(wait)
+                await self._send(turn, frame)
         for frame in player.tail():
-            await self._send(turn, frame, player)
+            if (wait := player.delay(frame)) > 0:
+                await sleep(wait)
+            await self._send(turn, frame)
         if turn.segments and turn.segments[-1].end_byte is None:
             turn.segments[-1].end_byte = turn.emitted_bytes
 
@@ -345,8 +354,7 @@ class ReplyRunner:
             turn.segments[-1].end_byte = turn.emitted_bytes
         turn.segments.append(Segment(text, turn.emitted_bytes))
 
-    async def _send(self, turn: Turn, frame: bytes, player: Player) -> None:
-        await player.wait_turn(frame)
+    async def _send(self, turn: Turn, frame: bytes) -> None:
         if turn.metrics.first_audio_out is None:
             turn.metrics.stamp("first_audio_out")
             await self.on_speaking()

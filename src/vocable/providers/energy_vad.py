@@ -19,6 +19,9 @@ class EnergyVADSettings(ProviderSettings):
     frame_ms: int = Field(default=20, ge=10, le=100)
 
 
+_PCM16 = np.dtype("<i2")
+
+
 class _EnergyStream(VADStream):
     __slots__ = ("_threshold_sq",)
 
@@ -27,10 +30,10 @@ class _EnergyStream(VADStream):
 
     def probability(self, frame: bytes) -> float:
         # RMS >= threshold, compared as sum of squares: one dot product, no sqrt or mean (runs per frame)
-        samples = np.frombuffer(frame, dtype="<i2").astype(np.float32)
-        if samples.size == 0:
+        if not frame:
             return 0.0
-        return 1.0 if float(samples.dot(samples)) >= self._threshold_sq * samples.size else 0.0
+        samples = np.frombuffer(frame, _PCM16).astype(np.float32)
+        return 1.0 if samples.dot(samples) >= self._threshold_sq * samples.size else 0.0
 
 
 class EnergyVAD(VAD):

@@ -163,7 +163,7 @@ class Connection:
                 self.ws.client_state = WebSocketState.DISCONNECTED
                 return Ending(None, "client_disconnected", resumable=True)
             data: bytes | None = message.get("bytes")
-            text: str | None = message.get("text")
+            text: str | None = None if data is not None else message.get("text")
             size = len(data) if data is not None else len((text or "").encode())
             self.messages_in += 1
             self.bytes_in += size
