@@ -507,49 +507,75 @@ def verdict(r: dict[str, Any]) -> tuple[bool, str]:
     return True, "ok"
 
 
-def search(kind: str, window_s: float, start: int, max_n: int, max_steps: int, log: list[dict[str, Any]],
-           retry: bool = True, variant: str = "") -> dict[str, Any]:
-    """Step up by doubling until a step fails, then bisect to ~10 %."""
-    best: dict[str, Any] | None = None
-    worst: dict[str, Any] | None = None
-    n, steps = start, 0
-    while steps < max_steps:
-        r = step(kind, n, window_s, seed=steps, variant=variant)
+class Search:
+    """One server's capacity search: step up by doubling until a step fails, then bisect to ~10 %.
+
+    A step failing on lateness or missing replies is tried once more (noise from other processes only
+    ever makes a step worse). ``search_all`` runs several searches in lockstep, one step of each in turn,
+    so a noisy stretch of a shared machine falls on every server alike instead of on whichever ran then.
+    """
+
+    def __init__(self, kind: str, start: int, max_n: int, max_steps: int, retry: bool = True,
+                 variant: str = "") -> None:
+        self.kind, self.max_n, self.max_steps, self.retry, self.variant = kind, max_n, max_steps, retry, variant
+        self.n: int | None = start
+        self.steps = 0
+        self.retrying = False
+        self.best: dict[str, Any] | None = None
+        self.worst: dict[str, Any] | None = None
+
+    def seed(self) -> int:
+        return self.steps + (100 if self.retrying else 0)
+
+    def record(self, r: dict[str, Any], log: list[dict[str, Any]]) -> None:
+        """Take one step's result and decide the next N (``self.n`` is None once the search is over)."""
+        assert self.n is not None
         ok, why = verdict(r)
-        if not ok and why in ("lateness", "replies missing") and retry:
+        if not ok and why in ("lateness", "replies missing") and self.retry and not self.retrying:
             r["pass"], r["why"] = ok, why + " (retried)"
             log.append(r)
-            # a second try: noise from other processes only ever makes a step worse
-            r = step(kind, n, window_s, seed=steps + 100, variant=variant)
-            ok, why = verdict(r)
+            self.retrying = True  # the same N once more
+            return
+        self.retrying = False
         r["pass"], r["why"] = ok, why
         log.append(r)
-        steps += 1
-        print(f"  {kind:8} N={n:5}  p99 {r['lateness_p99_ms']:8.2f} ms  cpu {r['server_cpu_pct']:5.1f}%  "
+        self.steps += 1
+        print(f"  {self.kind:8} N={self.n:5}  p99 {r['lateness_p99_ms']:8.2f} ms  cpu {r['server_cpu_pct']:5.1f}%  "
               f"rss/session {r['rss_per_session_mib']:.3f} MiB  replies {r['replies']}/{r['replies_expected']}  "
               f"client cpu {r['client_cpu_pct']}%  -> {why}", file=sys.stderr, flush=True)
         if ok:
-            best = r
+            self.best = r
         else:
-            worst = r
+            self.worst = r
             if why == "client saturated":
-                break
-        if worst is None:
-            if n >= max_n:
-                break
-            n = min(max_n, n * 2)
-            continue
-        low = best["sessions"] if best else 0
-        high = worst["sessions"]
-        if high - low <= max(2, low // 10):
-            break
-        n = (low + high) // 2
-    result = dict(best) if best else {"sessions": 0}
-    result["capacity"] = best["sessions"] if best else 0
-    result["first_failing"] = worst["sessions"] if worst else None
-    result["first_failing_why"] = worst["why"] if worst else None
-    result["client_limited"] = bool(worst and worst["why"] == "client saturated")
-    return result
+                self.n = None
+                return
+        if self.steps >= self.max_steps:
+            self.n = None
+        elif self.worst is None:
+            self.n = None if self.n >= self.max_n else min(self.max_n, self.n * 2)
+        else:
+            low = self.best["sessions"] if self.best else 0
+            high = self.worst["sessions"]
+            self.n = None if high - low <= max(2, low // 10) else (low + high) // 2
+
+    def result(self) -> dict[str, Any]:
+        best, worst = self.best, self.worst
+        result = dict(best) if best else {"sessions": 0}
+        result["capacity"] = best["sessions"] if best else 0
+        result["first_failing"] = worst["sessions"] if worst else None
+        result["first_failing_why"] = worst["why"] if worst else None
+        result["client_limited"] = bool(worst and worst["why"] == "client saturated")
+        return result
+
+
+def search_all(searches: list[Search], window_s: float, log: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Run the searches interleaved, one step of each in turn, until all are over."""
+    while active := [s for s in searches if s.n is not None]:
+        for s in active:
+            assert s.n is not None
+            s.record(step(s.kind, s.n, window_s, seed=s.seed(), variant=s.variant), log)
+    return {s.kind: s.result() for s in searches}
 
 
 def main() -> None:
@@ -582,17 +608,17 @@ def main() -> None:
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     log: list[dict[str, Any]] = []
     results: dict[str, dict[str, Any]] = {}
-    for kind in kinds:
-        variant = args.variant if kind == "vocable" else ""
-        if args.at:
-            r = step(kind, args.at, args.window_s, seed=0, variant=variant)
+    if args.at:
+        for kind in kinds:
+            r = step(kind, args.at, args.window_s, seed=0, variant=args.variant if kind == "vocable" else "")
             r["pass"], r["why"] = verdict(r)
             r["capacity"] = args.at if r["pass"] else 0
             log.append(r)
             results[kind] = r
-        else:
-            results[kind] = search(kind, args.window_s, args.start, args.max_sessions, args.max_steps, log,
-                                   variant=variant)
+    else:
+        results = search_all([Search(kind, args.start, args.max_sessions, args.max_steps,
+                                     variant=args.variant if kind == "vocable" else "") for kind in kinds],
+                             args.window_s, log)
     figures: dict[str, Any] = {"window_s": args.window_s, "lateness_goal_ms": LATENESS_GOAL_MS,
                                "vocable_variant": args.variant or None}
     rows = []

@@ -19,7 +19,7 @@ class ChannelClosed(Exception):
 
 
 class Channel(Generic[T]):
-    __slots__ = ("maxsize", "_low_water", "_items", "_readable", "_writable", "_closed")
+    __slots__ = ("maxsize", "_low_water", "_items", "_readable", "_writable", "_closed", "_deferred")
 
     def __init__(self, maxsize: int) -> None:
         if maxsize < 1:
@@ -31,6 +31,7 @@ class Channel(Generic[T]):
         self._writable = asyncio.Event()
         self._writable.set()
         self._closed = False
+        self._deferred = False  # items were put without waking the reader
 
     def __len__(self) -> int:
         return len(self._items)
@@ -39,8 +40,12 @@ class Channel(Generic[T]):
     def closed(self) -> bool:
         return self._closed
 
-    async def put(self, item: T) -> None:
-        """Wait for room, then append. Waiting is the backpressure that keeps memory bounded."""
+    async def put(self, item: T, *, wake: bool = True) -> None:
+        """Wait for room, then append. Waiting is the backpressure that keeps memory bounded.
+
+        ``wake=False`` leaves a waiting reader asleep until a later ``put`` wakes it with everything
+        queued meanwhile (or ``close`` does): for a producer that knows more is coming at once.
+        """
         while len(self._items) >= self.maxsize:
             if self._closed:
                 raise ChannelClosed
@@ -50,7 +55,10 @@ class Channel(Generic[T]):
             raise ChannelClosed
         items = self._items
         items.append(item)
-        if len(items) == 1:  # a reader waits only on an empty channel: wake it once, not per item
+        if not wake:
+            self._deferred = True
+        elif len(items) == 1 or self._deferred:  # a reader waits only on an empty channel: wake it once
+            self._deferred = False
             self._readable.set()
 
     def put_nowait(self, item: T) -> bool:
