@@ -374,3 +374,37 @@ async def test_the_stt_can_end_the_turn_itself():
     figures = events[-1].figures
     assert figures["eot_ms"] < 1000, "the STT's endpointing, not the 5 s safety net, ended the turn"
     await engine.stop()
+
+
+async def test_the_first_audio_goes_out_as_soon_as_the_tts_makes_it():
+    """Regression: the player sat behind the sentence marker while the TTS filled the audio queue first."""
+    engine = scripted_engine(llm={"provider": "scripted", "reply": "A first sentence that is long enough. And more."},
+                             tts={"provider": "scripted", "chunk_ms": 20})
+    await engine.start()
+    tts = engine.runtime.tts[0].provider
+    made: list[object] = []
+    original = tts.synthesize
+
+    async def counting(text):
+        async for chunk in original(text):
+            made.append(chunk)
+            yield chunk
+
+    tts.synthesize = counting
+    made_at_first_audio: list[int] = []
+    async with engine.conversation(pace=False) as conv:
+        replies = conv.session._replies
+        emit = replies.emit
+
+        async def spy(event):
+            if isinstance(event, AudioOut) and not made_at_first_audio:
+                made_at_first_audio.append(len(made))
+            await emit(event)
+
+        replies.emit = spy
+        await conv.next_event(Ready)
+        await conv.send_text("hello")
+        events = await conv.collect_turn()
+    await engine.stop()
+    assert any(isinstance(e, AudioOut) for e in events)
+    assert made_at_first_audio and made_at_first_audio[0] <= 2, made_at_first_audio

@@ -281,12 +281,13 @@ class ReplyRunner:
                 )
                 async with aclosing(stream):
                     async for chunk in stream:
-                        if metrics.tts_request is None:
+                        first = metrics.tts_request is None
+                        if first:
                             metrics.first_text_ready = metrics.llm_first_token
                             metrics.tts_request = feed.first_read
                         metrics.stamp("tts_first_audio")
                         await audio.put(chunk)
-                        if len(audio) == 1:  # the player was waiting for it: let it send now
+                        if first or len(audio) == 1:  # the player is waiting for it: let it send now
                             await asyncio.sleep(0)
                 metrics.tts_provider = served.name
                 return
@@ -317,11 +318,15 @@ class ReplyRunner:
             "tts", self.runtime.tts, lambda p: p.synthesize(sentence),
             served=served, stall_timeout_s=TTS_STALL_S, turn_id=turn.id,
         )
+        first = True
         async with aclosing(stream):
             async for chunk in stream:
                 metrics.stamp("tts_first_audio")
                 await audio.put(chunk)
-                if len(audio) == 1:  # the player was waiting for it: let it send now, even if the TTS has more
+                # the player is waiting for it (behind this sentence's marker, for the first chunk): let it
+                # send now, even if the TTS has more; once it is busy, yielding per chunk would only cost
+                if first or len(audio) == 1:
+                    first = False
                     await asyncio.sleep(0)
         metrics.tts_provider = metrics.tts_provider or served.name
 
