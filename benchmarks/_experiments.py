@@ -244,3 +244,12 @@ def gc_freeze() -> None:
         gc.freeze()
 
     Engine.start = started  # type: ignore[method-assign]
+
+
+@variant
+def gc_tuned() -> None:
+    """gc_freeze, and full collections considered only after 1000 (not 10) middle-generation collections."""
+    import gc
+
+    gc_freeze()
+    gc.set_threshold(700, 10, 1000)
