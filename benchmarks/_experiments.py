@@ -2,17 +2,16 @@
 
 They let ``ab_variants.py`` measure a proposal (CPU per session, lateness) before it lands in the code it
 touches; docs/performance.md records the figures. A variant whose change has landed becomes a no-op and
-should be deleted here (landed so far: Framer fast path, Event.to_wire without asdict, one yield per
-sentence in the TTS pump). Nothing outside the benchmark server process is patched.
+should be deleted here (landed so far, so gone: Framer fast path, Event.to_wire without asdict, the dot
+product VAD, no timeout per send, the channel's low-water mark, no timer per stream item, no repeated
+interims). Upper bounds, which leave a part of the work out to show what it costs, and collector
+measurements stay. Nothing outside the benchmark server process is patched.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
-
-import numpy as np
 
 VARIANTS: dict[str, Callable[[], None]] = {}
 
@@ -20,114 +19,6 @@ VARIANTS: dict[str, Callable[[], None]] = {}
 def variant(fn: Callable[[], None]) -> Callable[[], None]:
     VARIANTS[fn.__name__] = fn
     return fn
-
-
-@variant
-def vad_dot() -> None:
-    """energy VAD: mean power by one float32 dot product instead of np.mean (3 numpy calls -> 1)."""
-    from vocable.providers import energy_vad
-
-    def probability(self: Any, frame: bytes) -> float:
-        samples = np.frombuffer(frame, dtype="<i2").astype(np.float32)
-        n = samples.size
-        if n == 0:
-            return 0.0
-        return 1.0 if float(samples.dot(samples)) >= self._threshold * self._threshold * n else 0.0
-
-    energy_vad._EnergyStream.probability = probability  # type: ignore[method-assign]
-
-
-@variant
-def send_no_timeout() -> None:
-    """WebSocket writer: no asyncio.timeout around every send (the slow-client check moves to a 1 Hz watchdog).
-
-    This measures the upper bound of the gain: the watchdog itself (one wake-up per connection per second,
-    checking when the pending send started) is not modelled.
-    """
-    import json
-
-    from starlette.websockets import WebSocketDisconnect
-
-    from vocable.engine.events import AudioOut
-    from vocable.transports import websocket as ws_module
-
-    async def _send(self: Any, event: Any) -> None:
-        if isinstance(event, AudioOut):
-            message: dict[str, Any] = {"type": "websocket.send", "bytes": event.pcm}
-            size = len(event.pcm)
-        else:
-            text = json.dumps(event.to_wire(), separators=(",", ":"), ensure_ascii=False, default=str)
-            message = {"type": "websocket.send", "text": text}
-            size = len(text)
-        try:
-            await self.ws.send(message)
-        except (WebSocketDisconnect, OSError, RuntimeError):
-            self._sending = False
-            self.end(ws_module.Ending(None, "client_disconnected", resumable=True))
-        else:
-            self.bytes_out += size
-
-    ws_module.Connection._send = _send  # type: ignore[method-assign]
-
-
-@variant
-def channel_lowwater() -> None:
-    """Channel: a full channel wakes its producer once it is half empty, not on every get (fewer wake-ups)."""
-    from vocable.engine.channel import Channel
-
-    async def get(self: Any) -> Any:
-        while not self._items:
-            if self._closed:
-                return None
-            self._readable.clear()
-            await self._readable.wait()
-        item = self._items.popleft()
-        if len(self._items) <= self.maxsize // 2:
-            self._writable.set()
-        return item
-
-    Channel.get = get  # type: ignore[method-assign]
-
-
-@variant
-def no_stall_timer() -> None:
-    """fallback_stream: no asyncio.timeout per item after the first (upper bound of a 1 Hz stall watchdog)."""
-    from vocable.engine import turn
-
-    turn.LLM_STALL_S = None  # type: ignore[assignment]
-    turn.TTS_STALL_S = None  # type: ignore[assignment]
-
-
-@variant
-def dedupe_interims() -> None:
-    """Session: an interim transcript identical to the one just sent is not sent again (STTs that re-decode
-    growing audio, and the scripted one, repeat themselves while the user pauses)."""
-    from vocable.engine.events import Transcript
-    from vocable.engine.session import Session
-
-    emit = Session._emit
-
-    async def _emit(self: Any, event: Any) -> None:
-        if isinstance(event, Transcript):
-            key = (event.turn_id, event.text)
-            if not event.final and getattr(self, "_last_transcript", None) == key:
-                return
-            self._last_transcript = key
-        await emit(self, event)
-
-    Session._emit = _emit  # type: ignore[method-assign]
-
-
-def apply(names: str) -> list[str]:
-    applied = []
-    for name in (n.strip() for n in names.split(",")):
-        if not name or name == "baseline":
-            continue
-        if name not in VARIANTS:
-            raise SystemExit(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
-        VARIANTS[name]()
-        applied.append(name)
-    return applied
 
 
 # ---- upper bounds: not proposals, but what a part of the work costs, measured by leaving it out
@@ -253,3 +144,15 @@ def gc_tuned() -> None:
 
     gc_freeze()
     gc.set_threshold(700, 10, 1000)
+
+
+def apply(names: str) -> list[str]:
+    applied = []
+    for name in (n.strip() for n in names.split(",")):
+        if not name or name == "baseline":
+            continue
+        if name not in VARIANTS:
+            raise SystemExit(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
+        VARIANTS[name]()
+        applied.append(name)
+    return applied

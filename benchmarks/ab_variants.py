@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--window-s", type=float, default=8.0)
-    parser.add_argument("--variants", default=",".join(VARIANTS) + ",all",
+    parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="comma-separated; 'all' stacks every variant; a '+' stacks some: vad_dot+wire_fast")
     parser.add_argument("--revs", default="", help="compare code: git revisions or 'worktree', comma-separated; "
                         "the first is the baseline (variants are ignored then)")

@@ -51,8 +51,8 @@ class Framer:
         return len(pcm) == self.frame_bytes and not self._buffer and type(pcm) is bytes
 
     def push(self, pcm: bytes) -> list[bytes]:
-        if not self._buffer and len(pcm) == self.frame_bytes:  # one message, one frame: the common case
-            return [pcm if type(pcm) is bytes else bytes(pcm)]
+        if self.aligned(pcm):  # one message, one frame: the common case
+            return [pcm]
         self._buffer += pcm
         n = len(self._buffer) // self.frame_bytes
         if n == 0:

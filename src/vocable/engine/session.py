@@ -6,9 +6,8 @@ the end-of-turn detector, and the end of a turn sends FLUSH to the STT. The STT 
 whole session; its final transcript starts a reply (``vocable.engine.turn``). User speech during a reply
 interrupts it (barge-in) on the very frame that crosses ``barge_in_min_ms``.
 
-Output side: every event goes into one bounded channel that the transport drains. A client that stops
-reading makes the producers wait, so memory stays bounded. A transport may also attach a sink that takes
-events directly while the channel is empty (the WebSocket transport does), saving a task wake-up per event.
+Output side: events leave through the session's ``Outbox`` (``vocable.engine.outbox``): one bounded channel
+that the transport drains, or a sink that takes them at once while nothing is queued.
 """
 
 from __future__ import annotations
@@ -19,12 +18,11 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from vocable.engine.audio import Framer, Resampler
-from vocable.engine.channel import Channel, ChannelClosed
 from vocable.engine.events import (
     AudioOut,
     Closed,
@@ -33,7 +31,6 @@ from vocable.engine.events import (
     Interrupted,
     MetricsEvent,
     Ready,
-    Reply,
     State,
     StateChanged,
     Transcript,
@@ -42,6 +39,7 @@ from vocable.engine.fallback import describe
 from vocable.engine.listener import END_OF_TURN, FORWARD, SPECULATE, SPEECH, STARTED, Listener
 from vocable.engine.memory import Memory
 from vocable.engine.metrics import TurnMetrics
+from vocable.engine.outbox import EventSink, Outbox
 from vocable.engine.transcriber import Transcriber
 from vocable.engine.turn import ReplyRunner, Turn
 from vocable.providers.base import FLUSH, Flush, TranscriptEvent
@@ -53,18 +51,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("vocable.session")
 
 SUPPORTED_INPUT_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
-
-
-class EventSink(Protocol):
-    """A transport that can send an event at once, without the session's channel (``attach_sink``)."""
-
-    def can_take(self) -> bool:
-        """True when nothing the transport was given is still being sent, so order cannot change."""
-        ...
-
-    async def take(self, event: Event) -> None:
-        """Send ``event`` now; a client that is gone or too slow is the transport's to handle, not an error."""
-        ...
 
 
 class SessionClosed(Exception):
@@ -115,9 +101,9 @@ class Session:
         self.input_sample_rate = rate
         self.sample_rate = pipeline.sample_rate
         self.output_sample_rate = pipeline.output.sample_rate or engine.runtime.output_sample_rate
-        self.events: Channel[Event] = Channel(pipeline.queue_frames)
-        self._sink: EventSink | None = None
-        self._held_reply: Reply | None = None  # reply text deltas made in one go, sent as one (``_emit``)
+        self._outbox = Outbox(pipeline.queue_frames)
+        self.events = self._outbox.events  # what the transport drains
+        self._emit = self._outbox.emit
         self.memory = Memory(
             config.agent.system_prompt,
             max_turns=config.agent.memory.max_turns,
@@ -200,7 +186,7 @@ class Session:
         await self._stt.aclose()
         await self._turn_stream.aclose()
         self.events.purge(lambda e: isinstance(e, AudioOut))
-        self._release_reply()
+        self._outbox.release_reply()
         if not self.events.put_nowait(Closed(reason)):
             self.events.purge(lambda e: True)
             self.events.put_nowait(Closed(reason))
@@ -557,62 +543,11 @@ class Session:
     # ---------------------------------------------------------------------------------------- output
 
     def attach_sink(self, sink: EventSink) -> None:
-        """Let a transport take events directly when nothing is queued ahead of them.
-
-        Every event still goes out in order: it skips the channel only when the channel is empty and the
-        sink says nothing of its own is in flight. This saves the transport's writer a wake-up per event
-        (50 a second for each talking session's audio), the largest cost left per session.
-        """
-        self._sink = sink
+        """Let a transport take events directly when nothing is queued ahead of them (``Outbox``)."""
+        self._outbox.attach_sink(sink)
 
     def detach_sink(self, sink: EventSink) -> None:
-        """Stop sending through ``sink`` (if it is still the attached one: a resumed session has a new one)."""
-        if self._sink is sink:
-            self._sink = None
-
-    async def _emit(self, event: Event) -> None:
-        """Send ``event`` in order, merging reply text deltas that the LLM produced in one go.
-
-        A fast LLM (or a burst of buffered tokens) yields many deltas without the loop turning once; each
-        as its own message would cost a JSON encoding and a socket write. The first delta is held and
-        released when the loop next turns (``call_soon``), with every delta of the same turn that came
-        meanwhile joined to it; any other event releases it first, so nothing is reordered or delayed
-        behind the current step.
-        """
-        held = self._held_reply
-        if type(event) is Reply and not event.final:
-            if held is not None:
-                if held.turn_id == event.turn_id:
-                    self._held_reply = Reply(held.text + event.text, False, event.turn_id)
-                    return
-                self._held_reply = None
-                await self._deliver(held)
-            self._held_reply = event
-            asyncio.get_running_loop().call_soon(self._release_reply)
-            return
-        if held is not None:
-            self._held_reply = None
-            await self._deliver(held)
-        await self._deliver(event)
-
-    def _release_reply(self) -> None:
-        held = self._held_reply
-        if held is None:
-            return
-        if self.events.closed or self.events.put_nowait(held):
-            self._held_reply = None
-        else:  # the client is behind and the channel is full: try again shortly, keeping the text
-            asyncio.get_running_loop().call_later(0.02, self._release_reply)
-
-    async def _deliver(self, event: Event) -> None:
-        sink = self._sink
-        if sink is not None and not self.events and sink.can_take() and not self.events.closed:
-            await sink.take(event)
-            return
-        try:
-            await self.events.put(event)
-        except ChannelClosed:
-            pass
+        self._outbox.detach_sink(sink)
 
     async def _set_state(self, state: State) -> None:
         if state != self.state:

@@ -336,7 +336,6 @@ class ReplyRunner:
         if self.gate is not None:
             await self.gate.wait()
             await self._flush_held()
-        sleep = asyncio.sleep
         while (item := await audio.get()) is not None:
             if isinstance(item, str):
                 self._start_segment(turn, item + " ")  # a whole sentence: segments concatenate
@@ -344,13 +343,9 @@ class ReplyRunner:
             if item.text is not None:
                 self._start_segment(turn, item.text)
             for frame in player.convert(item):
-                if (wait := player.delay(frame)) > 0:
-                    await sleep(wait)
-                await self._send(turn, frame)
+                await self._send(turn, frame, player)
         for frame in player.tail():
-            if (wait := player.delay(frame)) > 0:
-                await sleep(wait)
-            await self._send(turn, frame)
+            await self._send(turn, frame, player)
         if turn.segments and turn.segments[-1].end_byte is None:
             turn.segments[-1].end_byte = turn.emitted_bytes
 
@@ -359,7 +354,9 @@ class ReplyRunner:
             turn.segments[-1].end_byte = turn.emitted_bytes
         turn.segments.append(Segment(text, turn.emitted_bytes))
 
-    async def _send(self, turn: Turn, frame: bytes) -> None:
+    async def _send(self, turn: Turn, frame: bytes, player: Player) -> None:
+        if (wait := player.delay(frame)) > 0:
+            await asyncio.sleep(wait)
         if turn.metrics.first_audio_out is None:
             turn.metrics.stamp("first_audio_out")
             await self.on_speaking()

@@ -89,13 +89,13 @@ class Connection:
     per client); the handshake and the close go through the WebSocket, whose state is kept in step.
     """
 
-    def __init__(self, transport: WebSocketTransport, ws: WebSocket, session: Session,
-                 receive: Receive | None = None, send: Send | None = None) -> None:
+    def __init__(self, transport: WebSocketTransport, ws: WebSocket, session: Session, receive: Receive,
+                 send: Send) -> None:
         self.transport = transport
         self.settings = transport.settings
         self.ws = ws
-        self._receive: Receive = receive or ws.receive
-        self._send_asgi: Send = send or ws.send
+        self._receive = receive
+        self._send_asgi = send
         self.session = session
         self.log = log.bind(session_id=session.id)
         self.bytes_in = self.bytes_out = self.messages_in = 0
@@ -323,7 +323,7 @@ class WebSocketTransport(Transport):
     def routes(self) -> list[BaseRoute]:
         return [WebSocketRoute(self.settings.path, AudioEndpoint(self))]
 
-    async def endpoint(self, ws: WebSocket, receive: Receive | None = None, send: Send | None = None) -> None:
+    async def endpoint(self, ws: WebSocket, receive: Receive, send: Send) -> None:
         try:  # origin, rate limit and token are checked before accepting: a refused client costs nothing
             admission = admit_websocket(self.engine.gate, ws)
         except Refused as refused:
@@ -344,8 +344,7 @@ class WebSocketTransport(Transport):
             return await self.refuse(ws, "not_ready", f"the server is not ready: {exc}".rstrip(": "), 1013)
         await self.serve(ws, session, receive, send)
 
-    async def serve(self, ws: WebSocket, session: Session, receive: Receive | None = None,
-                    send: Send | None = None) -> None:
+    async def serve(self, ws: WebSocket, session: Session, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
         assert task is not None
         self.live.add(task)

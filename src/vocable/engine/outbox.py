@@ -1,0 +1,97 @@
+"""How a session's events leave it: in order, bounded, and as few messages as the order allows.
+
+Every event goes into one bounded channel that the transport drains; a client that stops reading makes the
+producers wait, so memory stays bounded. Two things make this cheaper than a message per event through a
+writer task, without changing what a client sees:
+
+- A transport may attach a sink that sends an event at once while nothing is queued ahead of it (the
+  WebSocket transport does): no writer wake-up per event, 50 a second for each talking session's audio.
+- Reply text deltas that the LLM yields in one go leave as one ``reply`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from vocable.engine.channel import Channel, ChannelClosed
+from vocable.engine.events import Event, Reply
+
+
+class EventSink(Protocol):
+    """A transport that can send an event at once, without the session's channel (``Outbox.attach_sink``)."""
+
+    def can_take(self) -> bool:
+        """True when nothing the transport was given is still being sent, so order cannot change."""
+        ...
+
+    async def take(self, event: Event) -> None:
+        """Send ``event`` now; a client that is gone or too slow is the transport's to handle, not an error."""
+        ...
+
+
+class Outbox:
+    __slots__ = ("events", "_sink", "_held_reply")
+
+    def __init__(self, maxsize: int) -> None:
+        self.events: Channel[Event] = Channel(maxsize)
+        self._sink: EventSink | None = None
+        self._held_reply: Reply | None = None
+
+    def attach_sink(self, sink: EventSink) -> None:
+        """Let a transport take events directly when nothing is queued ahead of them.
+
+        Every event still goes out in order: it skips the channel only when the channel is empty and the
+        sink says nothing of its own is in flight.
+        """
+        self._sink = sink
+
+    def detach_sink(self, sink: EventSink) -> None:
+        """Stop sending through ``sink`` (if it is still the attached one: a resumed session has a new one)."""
+        if self._sink is sink:
+            self._sink = None
+
+    async def emit(self, event: Event) -> None:
+        """Send ``event`` in order, merging reply text deltas that the LLM produced in one go.
+
+        A fast LLM (or a burst of buffered tokens) yields many deltas without the loop turning once; each
+        as its own message would cost a JSON encoding and a socket write. The first delta is held and
+        released when the loop next turns (``call_soon``), with every delta of the same turn that came
+        meanwhile joined to it; any other event releases it first, so nothing is reordered or delayed
+        behind the current step.
+        """
+        held = self._held_reply
+        if type(event) is Reply and not event.final:
+            if held is not None:
+                if held.turn_id == event.turn_id:
+                    self._held_reply = Reply(held.text + event.text, False, event.turn_id)
+                    return
+                self._held_reply = None
+                await self._deliver(held)
+            self._held_reply = event
+            asyncio.get_running_loop().call_soon(self.release_reply)
+            return
+        if held is not None:
+            self._held_reply = None
+            await self._deliver(held)
+        await self._deliver(event)
+
+    def release_reply(self) -> None:
+        """Queue the held reply text now (the session calls this before its last events, too)."""
+        held = self._held_reply
+        if held is None:
+            return
+        if self.events.closed or self.events.put_nowait(held):
+            self._held_reply = None
+        else:  # the client is behind and the channel is full: try again shortly, keeping the text
+            asyncio.get_running_loop().call_later(0.02, self.release_reply)
+
+    async def _deliver(self, event: Event) -> None:
+        sink, events = self._sink, self.events
+        if sink is not None and not events and sink.can_take() and not events.closed:
+            await sink.take(event)
+            return
+        try:
+            await events.put(event)
+        except ChannelClosed:
+            pass
