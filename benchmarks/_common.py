@@ -54,3 +54,42 @@ def proc_rss_bytes(pid: int) -> int:
 
 def proc_threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def proc_family(pid: int) -> list[int]:
+    """``pid`` and every process under it (a ``--workers`` supervisor and its workers), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile
+    family, frontier = [pid], [pid]
+    while frontier:
+        frontier = [child for child, parent in parents.items() if parent in frontier]
+        family.extend(frontier)
+    return family
+
+
+def _summed(reading: Any, pid: int) -> Any:
+    total = 0
+    for member in proc_family(pid):
+        try:
+            total += reading(member)
+        except OSError:
+            continue  # a process that ended between the listing and the reading
+    return total
+
+
+def family_cpu_s(pid: int) -> float:
+    return float(_summed(proc_cpu_s, pid))
+
+
+def family_rss_bytes(pid: int) -> int:
+    return int(_summed(proc_rss_bytes, pid))
+
+
+def family_threads(pid: int) -> int:
+    return int(_summed(proc_threads, pid))

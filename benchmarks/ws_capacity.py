@@ -42,7 +42,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import emit, pct, proc_cpu_s, proc_rss_bytes, proc_threads, table
+from _instant_fakes import instant_fake_audio
+from _common import emit, family_cpu_s, family_rss_bytes, family_threads, pct, proc_cpu_s, table
 from starlette.websockets import WebSocket
 
 HERE = Path(__file__).resolve()
@@ -60,13 +61,20 @@ SERVER_CPU, CLIENT_CPU = 0, 1
 PATHS = {"vocable": "/ws/audio", "pipecat": "/ws", "echo": "/ws"}
 
 
+def workers_of(kind: str) -> int:
+    """``vocable_w2``: vocable under ``vocable serve --workers 2`` (0 for every other kind)."""
+    return int(kind[len("vocable_w"):]) if kind.startswith("vocable_w") and kind[len("vocable_w"):].isdigit() else 0
+
+
+def path_of(kind: str) -> str:
+    return PATHS["vocable"] if workers_of(kind) else PATHS[kind]
+
+
 # ================================================================================================ servers
 
 
-def vocable_app() -> Any:
-    from vocable import Engine
-
-    config = {
+def vocable_config() -> dict[str, Any]:
+    return {
         "server": {"max_sessions": 100000, "rate_limit_per_minute": 0, "idle_timeout_s": None,
                    "max_session_s": None, "log_level": "warning", "resume_grace_s": 0},
         "transports": {"websocket": {}},
@@ -79,9 +87,35 @@ def vocable_app() -> Any:
         },
         "metrics": [],
     }
-    engine = Engine.from_dict(config, autoload=False, plugins=[
+
+
+def vocable_app() -> Any:
+    from vocable import Engine
+
+    engine = Engine.from_dict(vocable_config(), autoload=False, plugins=[
         "vocable.plugins.core", "vocable.testing.plugin", "vocable.transports.websocket"])
     return engine.asgi_app()
+
+
+def serve_vocable_workers(workers: int, port: int) -> None:
+    """``vocable serve --workers N`` as the command runs it, on the same config as ``vocable_app``.
+
+    ``_instant_fakes`` is listed as a plugin module so that every worker process caches the fake TTS's tone,
+    as the one-process servers do.
+    """
+    import tempfile
+
+    from vocable.engine.workers import serve_workers
+
+    config = vocable_config()
+    config["plugins"] = {"autoload": False, "modules": [
+        "vocable.plugins.core", "vocable.testing.plugin", "vocable.transports.websocket", "_instant_fakes"]}
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        json.dump(config, f)  # JSON is YAML
+    try:
+        serve_workers(f.name, host="127.0.0.1", port=port, workers=workers, log_level="warning")
+    finally:
+        os.unlink(f.name)
 
 
 def echo_app() -> Any:
@@ -171,25 +205,11 @@ def favour() -> None:
         pass
 
 
-def instant_fake_audio() -> None:
-    """The scripted TTS makes its tone with numpy on every chunk; cache it, so the fakes cost (almost) nothing.
-
-    Applied to vocable's ScriptedTTS and Pipecat's twin alike (both call this module-level ``tone``).
-    """
-    import functools
-
-    import _pipecat_fakes
-
-    from vocable.testing import fakes
-
-    cached = functools.lru_cache(maxsize=256)(fakes.tone)
-    fakes.tone = cached
-    _pipecat_fakes.tone = cached
-
-
 def serve(kind: str, port: int, variant: str = "") -> None:
-    os.sched_setaffinity(0, {SERVER_CPU})
     favour()
+    if workers_of(kind):  # the workers and the load generator share every CPU
+        return serve_vocable_workers(workers_of(kind), port)
+    os.sched_setaffinity(0, {SERVER_CPU})
     instant_fake_audio()
     if variant:
         import _experiments
@@ -324,7 +344,7 @@ async def load(kind: str, port: int, n: int, window_s: float, server_pid: int, s
     """Run one step: warm up, open ``n`` sessions, measure for ``window_s``, close them."""
     loop = asyncio.get_running_loop()
     rng = random.Random(seed)
-    path = PATHS[kind]
+    path = path_of(kind)
     silence = bytes(FRAME_BYTES)
     from vocable.testing.fakes import tone
 
@@ -370,8 +390,8 @@ async def load(kind: str, port: int, n: int, window_s: float, server_pid: int, s
     for s in warm:
         s.close()
     await asyncio.sleep(1.0)
-    rss0 = proc_rss_bytes(server_pid)
-    threads0 = proc_threads(server_pid)
+    rss0 = family_rss_bytes(server_pid)
+    threads0 = family_threads(server_pid)
 
     start = time.perf_counter()
     for i in range(FRAME_MS):
@@ -391,17 +411,17 @@ async def load(kind: str, port: int, n: int, window_s: float, server_pid: int, s
     ramp_s = time.perf_counter() - start
     await asyncio.sleep(1.5)  # settle: every session has gone through its first frames
     w0 = time.perf_counter()
-    cpu0 = proc_cpu_s(server_pid)
+    cpu0 = family_cpu_s(server_pid)
     client_cpu0 = proc_cpu_s(os.getpid())
     send_late.clear()
     rss_peak = 0
     while time.perf_counter() - w0 < window_s:
         await asyncio.sleep(0.5)
-        rss_peak = max(rss_peak, proc_rss_bytes(server_pid))
+        rss_peak = max(rss_peak, family_rss_bytes(server_pid))
     w1 = time.perf_counter()
-    cpu1 = proc_cpu_s(server_pid)
+    cpu1 = family_cpu_s(server_pid)
     client_cpu1 = proc_cpu_s(os.getpid())
-    threads1 = proc_threads(server_pid)
+    threads1 = family_threads(server_pid)
     stopping = True
     late: list[float] = []
     bursts = 0
@@ -431,7 +451,8 @@ async def load(kind: str, port: int, n: int, window_s: float, server_pid: int, s
 
 
 def run_load(args: argparse.Namespace) -> None:
-    os.sched_setaffinity(0, {CLIENT_CPU})
+    if not workers_of(args.kind):
+        os.sched_setaffinity(0, {CLIENT_CPU})
     favour()
     try:
         import uvloop

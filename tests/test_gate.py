@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
@@ -11,7 +12,8 @@ from vocable.testing.scripted import SCRIPTED_PLUGINS, scripted_config
 
 from vocable import Engine
 from vocable.config import ConfigError
-from vocable.engine.gate import Refused
+from vocable.engine.gate import Gate, Refused
+from vocable.engine.ledger import SQLiteLedger, create_shared_ledger
 
 KEY = "test-api-key-0123456789"
 
@@ -36,45 +38,67 @@ async def test_post_session_needs_the_api_key_and_gives_a_token():
         assert KEY not in str(config)
 
 
-def test_tokens_are_checked_before_anything_else():
-    gate = engine_with({"auth": {"api_key": KEY}}).gate
+@pytest.fixture(params=["local", "sqlite"])
+def ledger(request, tmp_path):
+    """Every admission rule holds for one process (dicts) and for ``--workers`` (the shared SQLite file)."""
+    if request.param == "local":
+        yield None
+        return
+    path = str(tmp_path / "ledger.sqlite3")
+    create_shared_ledger(path)
+    shared = SQLiteLedger(path)
+    yield shared
+    asyncio.run(shared.aclose())
+
+
+async def test_tokens_are_checked_before_anything_else(ledger):
+    gate = Gate(engine_with({"auth": {"api_key": KEY}}).config.server, ledger)
     admit = dict(origin=None, host=None, client="1.2.3.4")
     with pytest.raises(Refused) as info:
-        gate.admit(token=None, **admit)
+        await gate.admit(token=None, **admit)
     assert info.value.code == "token_required" and info.value.close_code == 1008
     forged = jwt.encode({"jti": "x", "exp": int(time.time()) + 60, "aud": "vocable-session"}, "another-secret-key-that-is-32-bytes-long")
     with pytest.raises(Refused) as info:
-        gate.admit(token=forged, **admit)
+        await gate.admit(token=forged, **admit)
     assert info.value.code == "token_invalid"
     expired = jwt.encode({"jti": "x", "exp": int(time.time()) - 5, "aud": "vocable-session"}, gate._secret)
     with pytest.raises(Refused) as info:
-        gate.admit(token=expired, **admit)
+        await gate.admit(token=expired, **admit)
     assert info.value.code == "token_expired"
     token = gate.issue()["token"]
-    first = gate.admit(token=token, **admit)
-    gate.bind(first, "ses_1")
-    with pytest.raises(Refused) as info:
-        gate.admit(token=token, **admit)
+    first = await gate.admit(token=token, **admit)
+    with pytest.raises(Refused) as info:  # claimed at once: a racing second connection loses
+        await gate.admit(token=token, **admit)
     assert info.value.code == "token_used"
-    resumed = gate.admit(token=token, resume_session_id="ses_1", **admit)
+    await gate.bind(first, "ses_1")
+    with pytest.raises(Refused) as info:
+        await gate.admit(token=token, **admit)
+    assert info.value.code == "token_used"
+    resumed = await gate.admit(token=token, resume_session_id="ses_1", **admit)
     assert resumed.resume_session_id == "ses_1"
     with pytest.raises(Refused):
-        gate.admit(token=token, resume_session_id="ses_other", **admit)
+        await gate.admit(token=token, resume_session_id="ses_other", **admit)
+    fresh = gate.issue()["token"]
+    unused = await gate.admit(token=fresh, resume_session_id="ses_1", **admit)
+    assert unused.resume_session_id is None  # a fresh token never takes over an existing session
+    await gate.release(unused)  # its session did not open (say, the server was full): the token still works
+    assert (await gate.admit(token=fresh, **admit)).token_id == unused.token_id
 
 
-def test_origin_allow_list_and_rate_limit():
-    gate = engine_with({"allowed_origins": ["https://app.example", "same-origin"], "rate_limit_per_minute": 3}).gate
+async def test_origin_allow_list_and_rate_limit(ledger):
+    server = engine_with({"allowed_origins": ["https://app.example", "same-origin"], "rate_limit_per_minute": 3})
+    gate = Gate(server.config.server, ledger)
     gate.check_origin("https://app.example", "voice.example")
     gate.check_origin("http://voice.example", "voice.example")
     with pytest.raises(Refused) as info:
         gate.check_origin("https://evil.example", "voice.example")
     assert info.value.status == 403
     for _ in range(3):
-        gate.check_rate("9.9.9.9")
+        await gate.check_rate("9.9.9.9")
     with pytest.raises(Refused) as info:
-        gate.check_rate("9.9.9.9")
+        await gate.check_rate("9.9.9.9")
     assert info.value.status == 429
-    gate.check_rate("8.8.8.8")
+    await gate.check_rate("8.8.8.8")
 
 
 def test_short_api_key_is_a_config_error():

@@ -38,13 +38,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = config.server
     host = args.host or server.host
     port = server.port if args.port is None else args.port
+    workers = server.workers if args.workers is None else args.workers
+    if workers < 1:
+        print(f"vocable serve: --workers must be at least 1, not {workers}", file=sys.stderr)
+        return 2
     configure_logging(server.log_level, server.log_format)
     from vocable.engine.engine import Engine
 
-    engine = Engine(config)
+    engine = Engine(config)  # validates the config and the plugins here, before any worker starts
     if args.config is None:
         print("vocable: no -c given, serving the built-in offline default (local models)", file=sys.stderr)
     print(f"vocable: loading providers; dashboard at http://{host}:{port}/", file=sys.stderr)
+    if workers > 1:
+        from vocable.engine.workers import serve_workers
+
+        print(f"vocable: {workers} worker processes (each loads its own models)", file=sys.stderr)
+        serve_workers(args.config, host=host, port=port, workers=workers, log_level=server.log_level)
+        return 0
     uvicorn.run(engine.asgi_app(), host=host, port=port, log_level=server.log_level, ws_max_size=1 << 20,
                 lifespan="on")
     return 0
@@ -130,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("-c", "--config")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, help="server processes, one core each (default: server.workers, 1)")
     serve.set_defaults(func=cmd_serve)
     check = sub.add_parser("check", help="validate a config file")
     check.add_argument("file")

@@ -46,8 +46,11 @@ class SecretScrubber:
 scrubber = SecretScrubber()
 
 
-def configure_logging(level: str = "info", fmt: str = "console", stream: Any = None) -> None:
-    """Configure structlog and the stdlib root logger (uvicorn's logs go through it too)."""
+def configure_logging(level: str = "info", fmt: str = "console", stream: Any = None, *, worker: str | None = None) -> None:
+    """Configure structlog and the stdlib root logger (uvicorn's logs go through it too).
+
+    ``worker``: with ``vocable serve --workers N``, every line names the worker process it came from.
+    """
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
@@ -55,6 +58,7 @@ def configure_logging(level: str = "info", fmt: str = "console", stream: Any = N
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            *([_add_field("worker", worker)] if worker is not None else []),
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
@@ -66,3 +70,10 @@ def configure_logging(level: str = "info", fmt: str = "console", stream: Any = N
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=numeric, stream=stream or sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _add_field(key: str, value: str) -> Any:
+    def add(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        event_dict.setdefault(key, value)
+        return event_dict
+    return add

@@ -10,7 +10,6 @@ import asyncio
 import importlib.util
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from wskit import Client, audio_bytes, connect, events, send_audio
+from wskit import stop_process, Client, audio_bytes, connect, events, send_audio
 
 from vocable.testing.speech import espeak_available, espeak_pcm, silence
 
@@ -81,12 +80,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             time.sleep(0.25)
         yield base
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process, 20)
         log.close()
 
 

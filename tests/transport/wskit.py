@@ -150,3 +150,16 @@ def utterance(speech_ms: int = 600, pause_ms: int = 600, rate: int = 16000) -> b
 
 def websocket_transport(engine: Engine) -> Any:
     return next(t for t in engine.transports if t.name == "websocket")
+
+
+def stop_process(process: "subprocess.Popen[bytes]", timeout_s: float = 30.0) -> None:
+    """SIGTERM, as a service manager stops the server; SIGKILL if it does not exit in time."""
+    import signal
+    import subprocess
+
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)

@@ -59,7 +59,8 @@ class AuthConfig(Section):
 class ServerConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    max_sessions: int = Field(default=100, ge=1)
+    workers: int = Field(default=1, ge=1, le=64, description="server processes (vocable serve); one core each")
+    max_sessions: int = Field(default=100, ge=1, description="per worker process")
     log_level: str = "info"
     log_format: str = Field(default="console", pattern="^(console|json)$")
     auth: AuthConfig | None = None

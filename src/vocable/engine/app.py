@@ -11,6 +11,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import BaseRoute, Route
 
 from vocable.engine.gate import Refused
+from vocable.engine.workers import merge_expositions, others
 
 if TYPE_CHECKING:
     from vocable.engine.engine import Engine
@@ -20,24 +21,52 @@ def _dashboard_html() -> str:
     return resources.files("vocable.dashboard").joinpath("index.html").read_text(encoding="utf-8")
 
 
+def metrics_text(engine: Engine) -> str:
+    """This process's metrics in the Prometheus text format: the sinks' exposition plus the engine counters."""
+    counters = engine.counters()
+    parts: list[str] = []
+    for live in engine.runtime.metrics:
+        exposition = getattr(live.provider, "exposition", None)
+        if exposition is not None:
+            parts.append(exposition(counters))
+            counters = {}
+    for transport in engine.transports:
+        for key, value in transport.stats().items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                counters[f"{transport.name}_{key}"] = value
+    if counters:  # no prometheus sink configured: still expose the session counters
+        parts.append("".join(f"# TYPE vocable_{k} {'counter' if k.endswith('_total') else 'gauge'}\n"
+                             f"vocable_{k} {v:g}\n" for k, v in counters.items()))
+    return "".join(parts)
+
+
 def build_app(engine: Engine) -> Starlette:
     async def dashboard(request: Request) -> Response:
         return HTMLResponse(_dashboard_html(), headers={"Cache-Control": "no-store"})
 
     async def health(request: Request) -> Response:
+        """This process's readiness; with ``--workers``, also every worker's (``sessions``: the whole server)."""
+        siblings = await others(engine)
         body: dict[str, Any] = {
             "status": "ok" if engine.ready else ("error" if engine.load_error else "loading"),
-            "sessions": len(engine.sessions),
+            "sessions": len(engine.sessions) + sum(len(w["sessions"]) for w in siblings.values()),
             "providers": {kind: [live.name for live in getattr(engine.runtime, kind)]
                           for kind in ("vad", "turn", "stt", "llm", "tts")},
             "transports": [t.name for t in engine.transports],
         }
+        if engine.worker_id is not None:
+            body["worker"] = engine.worker_id
+            body["workers"] = {engine.worker_id: {"ready": engine.ready, "sessions": len(engine.sessions)},
+                               **{w: {"ready": s["ready"], "sessions": len(s["sessions"])} for w, s in siblings.items()}}
         if engine.load_error:
             body["error"] = engine.load_error
         return JSONResponse(body, status_code=200 if engine.ready else 503)
 
     async def sessions(request: Request) -> Response:
-        return JSONResponse({"sessions": [s.summary() for s in list(engine.sessions.values())]})
+        mine = [{**s.summary(), **({"worker": engine.worker_id} if engine.worker_id else {})}
+                for s in list(engine.sessions.values())]
+        theirs = [{**s, "worker": w} for w, snap in (await others(engine)).items() for s in snap["sessions"]]
+        return JSONResponse({"sessions": mine + theirs})
 
     async def transcript(request: Request) -> Response:
         session_id = request.path_params["session_id"]
@@ -50,7 +79,7 @@ def build_app(engine: Engine) -> Starlette:
 
     async def issue_token(request: Request) -> Response:
         try:
-            engine.gate.check_rate(request.client.host if request.client else None)
+            await engine.gate.check_rate(request.client.host if request.client else None)
             engine.gate.check_api_key(request.headers.get("authorization"))
         except Refused as refused:
             return JSONResponse({"error": refused.code, "message": refused.reason}, status_code=refused.status)
@@ -65,7 +94,7 @@ def build_app(engine: Engine) -> Starlette:
         if gate.enabled and not (gate.allow_dashboard and same_origin):
             return JSONResponse({"error": "unauthorized", "message": "dashboard tokens are not allowed"}, status_code=401)
         try:
-            gate.check_rate(request.client.host if request.client else None)
+            await gate.check_rate(request.client.host if request.client else None)
         except Refused as refused:
             return JSONResponse({"error": refused.code, "message": refused.reason}, status_code=refused.status)
         return JSONResponse({**gate.issue(), "required": gate.enabled})
@@ -80,21 +109,11 @@ def build_app(engine: Engine) -> Starlette:
         })
 
     async def metrics(request: Request) -> Response:
-        counters = engine.counters()
-        parts: list[str] = []
-        for live in engine.runtime.metrics:
-            exposition = getattr(live.provider, "exposition", None)
-            if exposition is not None:
-                parts.append(exposition(counters))
-                counters = {}
-        for transport in engine.transports:
-            for key, value in transport.stats().items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    counters[f"{transport.name}_{key}"] = value
-        if counters:  # no prometheus sink configured: still expose the session counters
-            parts.append("".join(f"# TYPE vocable_{k} {'counter' if k.endswith('_total') else 'gauge'}\n"
-                                 f"vocable_{k} {v:g}\n" for k, v in counters.items()))
-        return PlainTextResponse("".join(parts), media_type="text/plain; version=0.0.4; charset=utf-8")
+        """Prometheus text; with ``--workers``, the sum over every live worker."""
+        siblings = await others(engine)
+        text = merge_expositions([metrics_text(engine), *(s["metrics"] for s in siblings.values())]) if siblings \
+            else metrics_text(engine)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     routes: list[BaseRoute] = [
         Route("/", dashboard),

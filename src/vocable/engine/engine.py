@@ -30,6 +30,8 @@ from vocable.engine.runtime import Runtime
 from vocable.engine.session import Session
 from vocable.engine.store import StoreObserver, open_store
 from vocable.engine.gate import Admission, Gate
+from vocable.engine.ledger import Ledger
+from vocable.engine.workers import Heartbeat
 from vocable.logging import configure_logging, scrubber
 from vocable.plugins.manager import PluginHost, autoload_enabled
 from vocable.providers.base import Tool
@@ -53,7 +55,11 @@ class Engine:
         *,
         plugins: Sequence[ModuleType | object | str] = (),
         autoload: bool | None = None,
+        ledger: Ledger | None = None,
+        worker_id: str | None = None,
     ) -> None:
+        """``ledger``: admission state shared with other processes (``vocable serve --workers``); ``worker_id``
+        names this process among them. Embedding apps leave both out."""
         self.config = config
         if not structlog.is_configured():  # structlog's own default writes to stdout; logs belong on stderr
             configure_logging(config.server.log_level, config.server.log_format)
@@ -68,8 +74,10 @@ class Engine:
         self.store = open_store(config.storage.url) if config.storage.url else None
         if self.store is not None:
             self.host.add(StoreObserver(self), name="vocable.store")
-        self.gate = Gate(config.server)
-        self._resumable: dict[str, tuple[float, list[Any]]] = {}  # session id -> (deadline, memory)
+        self.gate = Gate(config.server, ledger)
+        self.ledger = self.gate.ledger
+        self.worker_id = worker_id
+        self.heartbeat = Heartbeat(self)
         self.tools: dict[str, tuple[Tool, Callable[..., Any]]] = {}
         self.started_at = time.time()
         self.load_error: str | None = None
@@ -156,6 +164,7 @@ class Engine:
             raise NotReady(self.load_error)
 
     async def stop(self) -> None:
+        await self.heartbeat.stop()
         for session in list(self.sessions.values()):
             await session.close("server_shutdown")
         for transport in self.transports:
@@ -172,6 +181,7 @@ class Engine:
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
         """A Starlette lifespan: begin loading at start-up, close every session at shutdown."""
         self.start_in_background()
+        self.heartbeat.start()  # a worker that is still loading shows in the others' /health too
         try:
             yield
         finally:
@@ -188,14 +198,18 @@ class Engine:
         With an ``admission`` whose ``resume_session_id`` names a session that dropped less than
         ``server.resume_grace_s`` ago, the new session takes that id and its conversation memory.
         """
-        if len(self.sessions) >= self.config.server.max_sessions:
-            self._counters["sessions_refused_total"] += 1
-            raise CapacityError(f"the server is at its limit of {self.config.server.max_sessions} sessions")
-        await self.wait_ready(timeout_s=120)
+        try:
+            if len(self.sessions) >= self.config.server.max_sessions:
+                self._counters["sessions_refused_total"] += 1
+                raise CapacityError(f"the server is at its limit of {self.config.server.max_sessions} sessions")
+            await self.wait_ready(timeout_s=120)
+        except BaseException:
+            await self.gate.release(admission)
+            raise
         memory = None
         resume_id = admission.resume_session_id if admission is not None else None
         if resume_id is not None:
-            memory = self._take_resumable(resume_id)
+            memory = await self.ledger.take(resume_id)
             if memory is not None:
                 session_id = resume_id
         session = Session(self, transport=transport, input_sample_rate=input_sample_rate, pace=pace, session_id=session_id)
@@ -203,11 +217,11 @@ class Engine:
             for message in memory:
                 session.memory.add(message)
             session.resumed = True
-        if admission is not None:
-            self.gate.bind(admission, session.id)
         self.sessions[session.id] = session
         self._counters["sessions_total"] += 1
         try:
+            if admission is not None:
+                await self.gate.bind(admission, session.id)
             await session.start()
         except BaseException:
             await self.close_session(session, "start_failed")
@@ -217,27 +231,17 @@ class Engine:
     async def close_session(self, session: Session, reason: str = "closed", *, resumable: bool = False) -> None:
         """End a session. ``resumable``: the client vanished; keep its conversation for the grace window.
 
-        Every task and provider stream ends now either way; only the memory is kept, so a vanished client
-        costs nothing while the server waits for it to come back.
+        Every task and provider stream ends now either way; only the memory is kept (in the ledger, so a
+        client that comes back through another worker finds it), and a vanished client costs nothing while
+        the server waits for it to come back.
         """
         try:
             await session.close(reason)
         finally:
             self.sessions.pop(session.id, None)
         grace = self.config.server.resume_grace_s
-        self._forget_expired_resumables()
         if resumable and grace > 0:
-            self._resumable[session.id] = (time.monotonic() + grace, session.memory.messages)
-
-    def _forget_expired_resumables(self) -> None:
-        clock = time.monotonic()
-        for sid in [sid for sid, (deadline, _) in self._resumable.items() if deadline < clock]:
-            del self._resumable[sid]
-
-    def _take_resumable(self, session_id: str) -> list[Any] | None:
-        self._forget_expired_resumables()
-        entry = self._resumable.pop(session_id, None)
-        return entry[1] if entry is not None else None
+            await self.ledger.park(session.id, session.memory.messages, time.time() + grace)
 
     @asynccontextmanager
     async def conversation(self, *, pace: bool = True, input_sample_rate: int | None = None) -> AsyncIterator[Conversation]:

@@ -13,15 +13,14 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from vocable.config.model import ServerConfig
+from vocable.engine.ledger import UNBOUND, Ledger, LocalLedger
 
 TOKEN_AUDIENCE = "vocable-session"
-MAX_TRACKED_CLIENTS = 10000
 
 
 class Refused(Exception):
@@ -41,42 +40,20 @@ class Admission:
     resume_session_id: str | None
 
 
-class RateLimiter:
-    """A sliding one-minute window per client address, with a bounded number of addresses tracked."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self._hits: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def hit(self, client: str) -> bool:
-        if self.per_minute <= 0:
-            return True
-        clock = time.monotonic()
-        hits = self._hits.pop(client, None) or deque()
-        while hits and clock - hits[0] > 60.0:
-            hits.popleft()
-        allowed = len(hits) < self.per_minute
-        if allowed:
-            hits.append(clock)
-        self._hits[client] = hits
-        while len(self._hits) > MAX_TRACKED_CLIENTS:
-            self._hits.popitem(last=False)
-        return allowed
-
-
 class Gate:
-    def __init__(self, server: ServerConfig) -> None:
+    """The checks, with their state in a ``Ledger``: per process, or shared by every ``--workers`` process."""
+
+    def __init__(self, server: ServerConfig, ledger: Ledger | None = None) -> None:
         self.server = server
+        self.ledger: Ledger = ledger if ledger is not None else LocalLedger()
         auth = server.auth
         self.api_key: str | None = auth.api_key.get_secret_value() if auth is not None else None
         self.token_ttl_s = auth.token_ttl_s if auth is not None else 300
         self.allow_dashboard = bool(auth.allow_dashboard) if auth is not None else True
-        self._secret = (
-            hmac.new(self.api_key.encode(), b"vocable session tokens", hashlib.sha256).digest()
-            if self.api_key else secrets.token_bytes(32)
-        )
-        self._used: dict[str, tuple[str, float]] = {}  # token id -> (session id, expiry)
-        self.limiter = RateLimiter(server.rate_limit_per_minute)
+        if self.api_key:
+            self._secret = hmac.new(self.api_key.encode(), b"vocable session tokens", hashlib.sha256).digest()
+        else:  # no API key: tokens only need to be valid on this server (all its workers)
+            self._secret = self.ledger.secret() or secrets.token_bytes(32)
 
     @property
     def enabled(self) -> bool:
@@ -93,8 +70,9 @@ class Gate:
         if origin.rstrip("/") not in {a.rstrip("/") for a in allowed}:
             raise Refused(403, 1008, "origin_not_allowed", f"origin {origin} is not allowed")
 
-    def check_rate(self, client: str | None) -> None:
-        if not self.limiter.hit(client or "unknown"):
+    async def check_rate(self, client: str | None) -> None:
+        per_minute = self.server.rate_limit_per_minute
+        if per_minute > 0 and not await self.ledger.hit(client or "unknown", per_minute):
             raise Refused(429, 1013, "rate_limited", "too many sessions from this address; try again in a minute")
 
     def check_api_key(self, authorization: str | None) -> None:
@@ -126,37 +104,45 @@ class Gate:
         except jwt.PyJWTError:
             raise Refused(401, 1008, "token_invalid", "the session token is not valid") from None
 
-    def admit(
+    def _token_expiry(self) -> float:
+        return time.time() + self.token_ttl_s + self.server.resume_grace_s
+
+    async def admit(
         self, *, token: str | None, origin: str | None, host: str | None, client: str | None,
         resume_session_id: str | None = None,
     ) -> Admission:
-        """Every check a new connection must pass, before it is accepted."""
+        """Every check a new connection must pass, before it is accepted.
+
+        A fresh token is claimed here, atomically across workers, so two connections racing with one token
+        cannot both get a session. ``release`` gives the claim back if the session then fails to open.
+        """
         self.check_origin(origin, host)
-        self.check_rate(client)
+        await self.check_rate(client)
         if not self.enabled:
             return Admission(None, resume_session_id)
         claims = self._verify(token)
-        self._forget_expired()
-        used = self._used.get(claims["jti"])
-        if used is not None and used[0] != resume_session_id:
+        owner = await self.ledger.claim_token(claims["jti"], self._token_expiry())
+        if owner is None:
+            return Admission(claims["jti"], None)  # a fresh token opens a new session, never someone else's
+        if owner == UNBOUND or owner != resume_session_id:
             raise Refused(403, 1008, "token_used", "this token has already opened a session")
-        return Admission(claims["jti"], resume_session_id if used is not None else None)
+        return Admission(claims["jti"], resume_session_id)
 
-    def bind(self, admission: Admission, session_id: str) -> None:
-        """Record that ``admission``'s token now belongs to ``session_id``."""
+    async def bind(self, admission: Admission, session_id: str) -> None:
+        """Record that ``admission``'s token now belongs to ``session_id`` (it may resume it later)."""
         if admission.token_id is not None:
-            self._used[admission.token_id] = (session_id, time.time() + self.token_ttl_s + self.server.resume_grace_s)
+            await self.ledger.bind_token(admission.token_id, session_id, self._token_expiry())
 
-    def _forget_expired(self) -> None:
-        clock = time.time()
-        for token_id in [t for t, (_, expiry) in self._used.items() if expiry < clock]:
-            del self._used[token_id]
+    async def release(self, admission: Admission | None) -> None:
+        """The session this admission was for never opened: its token may be used again."""
+        if admission is not None and admission.token_id is not None and admission.resume_session_id is None:
+            await self.ledger.release_token(admission.token_id)
 
 
-def admit_websocket(gate: Gate, websocket: Any) -> Admission:
+async def admit_websocket(gate: Gate, websocket: Any) -> Admission:
     """``Gate.admit`` for a Starlette WebSocket: token and resume id from the query string."""
     query = websocket.query_params
     headers = websocket.headers
     client = websocket.client.host if websocket.client else None
-    return gate.admit(token=query.get("token"), origin=headers.get("origin"), host=headers.get("host"),
-                      client=client, resume_session_id=query.get("session_id") or query.get("resume"))
+    return await gate.admit(token=query.get("token"), origin=headers.get("origin"), host=headers.get("host"),
+                            client=client, resume_session_id=query.get("session_id") or query.get("resume"))

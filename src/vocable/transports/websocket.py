@@ -325,7 +325,7 @@ class WebSocketTransport(Transport):
 
     async def endpoint(self, ws: WebSocket, receive: Receive, send: Send) -> None:
         try:  # origin, rate limit and token are checked before accepting: a refused client costs nothing
-            admission = admit_websocket(self.engine.gate, ws)
+            admission = await admit_websocket(self.engine.gate, ws)
         except Refused as refused:
             return await self.deny(ws, refused)
         await ws.accept()
@@ -335,8 +335,10 @@ class WebSocketTransport(Transport):
                 session = await self.engine.open_session(
                     transport=self.name, input_sample_rate=rate, admission=admission)
         except BadInput as exc:
+            await self.engine.gate.release(admission)
             return await self.refuse(ws, exc.code, exc.message, 1008)
         except ValueError as exc:
+            await self.engine.gate.release(admission)
             return await self.refuse(ws, "unsupported_sample_rate", str(exc), 1008)
         except CapacityError as exc:
             return await self.refuse(ws, "capacity", str(exc), 1013)

@@ -28,6 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from vocable.engine.engine import CapacityError, NotReady
 from vocable.engine.gate import Admission, Refused, admit_websocket
+from vocable.engine.workers import others
 from vocable.transports.base import Transport
 from vocable.transports.webrtc.settings import WebRTCSettings
 
@@ -129,8 +130,9 @@ class WebRTCTransport(Transport):
     async def _offer_http(self, request: Request) -> Response:
         from vocable.transports.webrtc.signalling import BadOffer, offer_from_json
 
+        admission: Admission | None = None
         try:
-            admission = self.engine.gate.admit(
+            admission = await self.engine.gate.admit(
                 token=request.query_params.get("token"), origin=request.headers.get("origin"),
                 host=request.headers.get("host"), client=request.client.host if request.client else None,
                 resume_session_id=request.query_params.get("resume"))
@@ -142,9 +144,11 @@ class WebRTCTransport(Transport):
             self._refused += 1
             return JSONResponse({"error": refused.code, "message": refused.reason}, status_code=refused.status)
         except NoRoom as exc:
+            await self.engine.gate.release(admission)
             return JSONResponse({"error": exc.code, "message": exc.message}, status_code=503,
                                 headers={"Retry-After": "5"})
         except BadOffer as exc:
+            await self.engine.gate.release(admission)
             log.info("webrtc_offer_refused", reason=str(exc))
             return JSONResponse({"error": "bad_offer", "message": str(exc)}, status_code=400)
         return JSONResponse({"sdp": answer, "type": "answer", "session_id": peer.id})
@@ -172,7 +176,7 @@ class WebRTCTransport(Transport):
         from vocable.transports.webrtc.signalling import BadOffer, offer_from_message
 
         try:
-            admission = admit_websocket(self.engine.gate, websocket)
+            admission = await admit_websocket(self.engine.gate, websocket)
         except Refused as refused:
             await self._deny(websocket, refused)
             return
@@ -188,15 +192,19 @@ class WebRTCTransport(Transport):
             sdp = offer_from_message(data, max_bytes=self.settings.max_sdp_bytes)
             peer, answer = await self._open_peer(sdp, admission)
         except NoRoom as exc:
+            await self.engine.gate.release(admission)
             await _refuse(websocket, exc.code, exc.message, 1013)
             return
         except BadOffer as exc:
+            await self.engine.gate.release(admission)
             await _refuse(websocket, "bad_offer", str(exc), 1008)
             return
         except TimeoutError:
+            await self.engine.gate.release(admission)
             await _refuse(websocket, "no_offer", f"no offer within {OFFER_TIMEOUT_S:g} s", 1008)
             return
         except (WebSocketDisconnect, RuntimeError):
+            await self.engine.gate.release(admission)
             return  # the client left before its offer
         try:
             await websocket.send_json({"type": "answer", "sdp": answer, "session_id": peer.id})
@@ -217,11 +225,12 @@ class WebRTCTransport(Transport):
         try:
             gate.check_origin(websocket.headers.get("origin"), websocket.headers.get("host"))
             if gate.enabled:
-                admission = gate.admit(
+                admission = await gate.admit(
                     token=websocket.query_params.get("token"), origin=websocket.headers.get("origin"),
                     host=websocket.headers.get("host"), client=websocket.client.host if websocket.client else None,
                     resume_session_id=session_id)
                 if admission.resume_session_id != session_id:
+                    await gate.release(admission)
                     raise Refused(403, 1008, "token_mismatch", "this token did not open this session")
         except Refused as refused:
             await self._deny(websocket, refused)
@@ -229,7 +238,12 @@ class WebRTCTransport(Transport):
         await websocket.accept()
         peer = self.peers.get(session_id)
         if peer is None:
-            await _refuse(websocket, "unknown_session", "no WebRTC session with this id in this process", 4404)
+            siblings = await others(self.engine)
+            if any(s["id"] == session_id for snap in siblings.values() for s in snap["sessions"]):
+                await _refuse(websocket, "other_worker", "this WebRTC session lives in another worker process: "
+                              "with --workers > 1, negotiate on WS /ws/webrtc (offer and events on one socket)", 4404)
+            else:
+                await _refuse(websocket, "unknown_session", "no WebRTC session with this id in this process", 4404)
             return
         await self._serve(peer, websocket)
 
