@@ -61,13 +61,23 @@ SERVER_CPU, CLIENT_CPU = 0, 1
 PATHS = {"vocable": "/ws/audio", "pipecat": "/ws", "echo": "/ws"}
 
 
+def split_kind(kind: str) -> tuple[str, int]:
+    """``vocable_w2``: vocable under ``vocable serve --workers 2``; ``echo_w2``: the echo under two uvicorn
+    workers. Plain kinds are one process (0 workers)."""
+    base, _, count = kind.rpartition("_w")
+    if base in ("vocable", "echo") and count.isdigit() and int(count) >= 1:
+        return base, int(count)
+    if kind not in PATHS:
+        raise SystemExit(f"unknown server kind {kind!r}: vocable, pipecat, echo, vocable_wN or echo_wN")
+    return kind, 0
+
+
 def workers_of(kind: str) -> int:
-    """``vocable_w2``: vocable under ``vocable serve --workers 2`` (0 for every other kind)."""
-    return int(kind[len("vocable_w"):]) if kind.startswith("vocable_w") and kind[len("vocable_w"):].isdigit() else 0
+    return split_kind(kind)[1]
 
 
 def path_of(kind: str) -> str:
-    return PATHS["vocable"] if workers_of(kind) else PATHS[kind]
+    return PATHS[split_kind(kind)[0]]
 
 
 # ================================================================================================ servers
@@ -133,6 +143,17 @@ def echo_app() -> Any:
                 await ws.send({"type": "websocket.send", "bytes": data})
 
     return Starlette(routes=[WebSocketRoute("/ws", echo)])
+
+
+def serve_echo_workers(workers: int, port: int) -> None:
+    """The echo under uvicorn's own worker supervisor, as ``vocable serve --workers`` runs vocable."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config("ws_capacity:echo_app", factory=True, host="127.0.0.1", port=port, workers=workers,
+                            log_level="warning", ws_max_size=1 << 20, lifespan="on")
+    sock = config.bind_socket()
+    Multiprocess(config, sockets=[sock]).run()
 
 
 def pipecat_app() -> Any:
@@ -207,8 +228,11 @@ def favour() -> None:
 
 def serve(kind: str, port: int, variant: str = "") -> None:
     favour()
-    if workers_of(kind):  # the workers and the load generator share every CPU
-        return serve_vocable_workers(workers_of(kind), port)
+    base, workers = split_kind(kind)
+    if workers and base == "vocable":  # the workers and the load generator share every CPU
+        return serve_vocable_workers(workers, port)
+    if workers:
+        return serve_echo_workers(workers, port)
     os.sched_setaffinity(0, {SERVER_CPU})
     instant_fake_audio()
     if variant:
@@ -674,10 +698,17 @@ def main() -> None:
                                    and (figures.get("vocable_rss_per_session_mib") or 99) <= 2)
         else:
             figures["goal_met"] = None  # needs all three servers in the same run
+    for kind in results:  # several workers: what they add over one process, and against the echo's workers
+        base, workers = split_kind(kind)
+        cap = results[kind].get("capacity", 0)
+        if workers and base == "vocable":
+            for other in ("vocable", f"echo_w{workers}", "echo"):
+                if results.get(other, {}).get("capacity"):
+                    figures[f"{kind}_vs_{other}"] = round(cap / results[other]["capacity"], 2)
     figures["steps"] = [{k: r[k] for k in ("kind", "sessions", "lateness_p99_ms", "server_cpu_pct",
                                            "rss_per_session_mib", "client_cpu_pct", "why")} for r in log]
-    print(f"WebSocket capacity at lateness p99 < {LATENESS_GOAL_MS:g} ms "
-          f"(one server process on CPU {SERVER_CPU}, load from CPU {CLIENT_CPU}, {args.window_s:g} s windows)")
+    print(f"WebSocket capacity at lateness p99 < {LATENESS_GOAL_MS:g} ms (one-process servers on CPU {SERVER_CPU}, "
+          f"load from CPU {CLIENT_CPU}; _wN servers and their load share every CPU; {args.window_s:g} s windows)")
     print(table(("server", "sessions", "p99 ms", "cpu %", "cpu %/session", "cpu-bound/core", "MiB/session",
                  "threads"), rows))
     emit(figures)
