@@ -120,29 +120,12 @@ def gc_report() -> None:
 
 
 @variant
-def gc_freeze() -> None:
-    """Freeze everything alive once the engine has started (modules, config, models) out of the collector."""
+def gc_tuned() -> None:
+    """Full collections considered only after 1000 (not 10) middle-generation collections (the freeze of
+    what is alive after start-up has landed: ``Engine(freeze_gc=True)``, as ``vocable serve`` runs)."""
     import gc
-
-    from vocable.engine.engine import Engine
 
     _gc_report()
-    start = Engine.start
-
-    async def started(self: Any) -> None:
-        await start(self)
-        gc.collect()
-        gc.freeze()
-
-    Engine.start = started  # type: ignore[method-assign]
-
-
-@variant
-def gc_tuned() -> None:
-    """gc_freeze, and full collections considered only after 1000 (not 10) middle-generation collections."""
-    import gc
-
-    gc_freeze()
     gc.set_threshold(700, 10, 1000)
 
 

@@ -82,7 +82,7 @@ async def settle(engine: Engine) -> None:
 
 
 async def main(sessions: int, warmup: int) -> dict[str, float | int | bool]:
-    engine = Engine.from_dict(CONFIG, autoload=False, plugins=PLUGINS)
+    engine = Engine.from_dict(CONFIG, autoload=False, plugins=PLUGINS, freeze_gc=True)  # as `vocable serve`
     server = uvicorn.Server(uvicorn.Config(engine.asgi_app(), host="127.0.0.1", port=0, lifespan="on",
                                            log_level="warning"))
     serving = asyncio.create_task(server.serve())

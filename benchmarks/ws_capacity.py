@@ -102,7 +102,7 @@ def vocable_config() -> dict[str, Any]:
 def vocable_app() -> Any:
     from vocable import Engine
 
-    engine = Engine.from_dict(vocable_config(), autoload=False, plugins=[
+    engine = Engine.from_dict(vocable_config(), autoload=False, freeze_gc=True, plugins=[  # as `vocable serve`
         "vocable.plugins.core", "vocable.testing.plugin", "vocable.transports.websocket"])
     return engine.asgi_app()
 

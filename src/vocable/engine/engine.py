@@ -11,6 +11,7 @@ Each Engine owns its own plugin host, so engines never share plugins or state.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -57,9 +58,12 @@ class Engine:
         autoload: bool | None = None,
         ledger: Ledger | None = None,
         worker_id: str | None = None,
+        freeze_gc: bool = False,
     ) -> None:
         """``ledger``: admission state shared with other processes (``vocable serve --workers``); ``worker_id``
-        names this process among them. Embedding apps leave both out."""
+        names this process among them. ``freeze_gc``: once started, move everything alive (modules, config,
+        models) out of the garbage collector's sight, so its full collections traverse only what sessions
+        made: ``vocable serve`` does; an embedding app owns its process and decides for itself."""
         self.config = config
         if not structlog.is_configured():  # structlog's own default writes to stdout; logs belong on stderr
             configure_logging(config.server.log_level, config.server.log_format)
@@ -78,6 +82,7 @@ class Engine:
         self.ledger = self.gate.ledger
         self.worker_id = worker_id
         self.heartbeat = Heartbeat(self)
+        self.freeze_gc = freeze_gc
         self.tools: dict[str, tuple[Tool, Callable[..., Any]]] = {}
         self.started_at = time.time()
         self.load_error: str | None = None
@@ -139,6 +144,9 @@ class Engine:
             ready.set()
         for transport in self.transports:
             await transport.start()
+        if self.freeze_gc:
+            gc.collect()
+            gc.freeze()
 
     def start_in_background(self) -> asyncio.Task[None]:
         """Start loading without waiting, so the server answers ``/health`` (503) while models load."""

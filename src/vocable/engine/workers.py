@@ -78,7 +78,7 @@ def worker_app() -> Any:
     config = _load(path)
     worker = str(os.getpid())
     configure_logging(config.server.log_level, config.server.log_format, worker=worker)
-    engine = Engine(config, ledger=SQLiteLedger(ledger_path), worker_id=worker)
+    engine = Engine(config, ledger=SQLiteLedger(ledger_path), worker_id=worker, freeze_gc=True)
     return engine.asgi_app()
 
 
