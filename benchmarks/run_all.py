@@ -3,7 +3,8 @@
 Runs, each in its own process (so one's memory and threads do not colour the next):
 - turn_overhead.py          vocable's engine overhead per turn vs a bare hand-chained baseline
 - pipecat_turn_overhead.py  engine-added latency per turn, vocable vs Pipecat, same instant fakes
-- ws_capacity.py            WebSocket sessions per core: vocable, Pipecat, bare Starlette echo
+- ws_capacity.py            WebSocket sessions per core: vocable, Pipecat, bare Starlette echo; and
+                            vocable serve --workers 2 against the echo under two uvicorn workers
 
 Usage: python benchmarks/run_all.py [--quick] [--skip capacity,...]
 """
@@ -47,7 +48,8 @@ def main() -> None:
         ("turn", "turn_overhead.py", turns, 600),
         ("pipecat_turn", "pipecat_turn_overhead.py", turns, 900),
         ("pipecat_turn_timed", "pipecat_turn_overhead.py", [*turns, "--scenario", "timed"], 900),
-        ("capacity", "ws_capacity.py", ["--quick"] if args.quick else [], 3600),
+        ("capacity", "ws_capacity.py",
+         ["--kinds", "vocable,pipecat,echo,vocable_w2,echo_w2", *(["--quick"] if args.quick else [])], 5400),
     ]
     results: dict[str, Any] = {}
     for name, script, script_args, timeout_s in jobs:
@@ -75,10 +77,15 @@ def main() -> None:
                          "<= 0.5x", p["ratio_p95"] <= 0.5))
     if "capacity" in results:
         c = results["capacity"]
-        for kind in ("vocable", "pipecat", "echo"):
+        for kind in ("vocable", "pipecat", "echo", "vocable_w2", "echo_w2"):
             if f"{kind}_capacity" in c:
                 rows.append((f"WS sessions at lateness p99 < 20 ms: {kind}", c[f"{kind}_capacity"],
                              "", ""))
+        for key, label in (("vocable_w2_vs_vocable", "2 workers / 1 process, vocable"),
+                           ("vocable_w2_vs_echo_w2", "capacity vocable / echo, 2 workers each"),
+                           ("vocable_w2_vs_echo", "capacity vocable 2 workers / echo 1 process")):
+            if key in c:
+                rows.append((label, c[key], "", ""))
         if "vocable_vs_pipecat" in c:
             rows.append(("capacity vocable / Pipecat", c["vocable_vs_pipecat"], ">= 3", c["vocable_vs_pipecat"] >= 3))
         if "vocable_vs_echo" in c:
