@@ -28,7 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from vocable.engine.engine import CapacityError, NotReady
 from vocable.engine.gate import Admission, Refused, admit_websocket
-from vocable.engine.workers import others
+from vocable.engine.workers import owner_of, relay
 from vocable.transports.base import Transport
 from vocable.transports.webrtc.settings import WebRTCSettings
 
@@ -238,12 +238,27 @@ class WebRTCTransport(Transport):
         await websocket.accept()
         peer = self.peers.get(session_id)
         if peer is None:
-            siblings = await others(self.engine)
-            if any(s["id"] == session_id for snap in siblings.values() for s in snap["sessions"]):
-                await _refuse(websocket, "other_worker", "this WebRTC session lives in another worker process: "
-                              "with --workers > 1, negotiate on WS /ws/webrtc (offer and events on one socket)", 4404)
-            else:
-                await _refuse(websocket, "unknown_session", "no WebRTC session with this id in this process", 4404)
+            owner = await owner_of(self.engine, session_id)
+            if owner is not None and owner[1] is not None:  # checked here already; the owner serves it
+                log.info("webrtc_relayed", session_id=session_id, to_worker=owner[0])
+                try:
+                    await relay(websocket, owner[1], f"{self.relay_prefix}{session_id}")
+                except OSError as exc:
+                    log.warning("webrtc_relay_failed", session_id=session_id, worker=owner[0], error=str(exc))
+                    await _refuse(websocket, "other_worker", "the worker holding this session cannot be reached", 1011)
+                return
+            await _refuse(websocket, "unknown_session", "no WebRTC session with this id", 4404)
+            return
+        await self._serve(peer, websocket)
+
+    relay_prefix = "/ws/webrtc/"
+
+    async def serve_relayed(self, path: str, websocket: Any) -> None:
+        """The event socket of a session that lives here, relayed by the worker the client reached
+        (``vocable serve --workers``). That worker checked origin and token already."""
+        peer = self.peers.get(path[len(self.relay_prefix):])
+        if peer is None:
+            await _refuse(websocket, "unknown_session", "no WebRTC session with this id", 4404)
             return
         await self._serve(peer, websocket)
 
