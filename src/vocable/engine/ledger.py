@@ -12,17 +12,16 @@ Workers also publish a heartbeat here (their live sessions and their ``/metrics`
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import secrets
 import sqlite3
 import time
 from collections import OrderedDict, deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any, Protocol
 
+from vocable.engine.sqlite_thread import SQLiteThread
 from vocable.providers.base import Message, ToolCall
 
 MAX_TRACKED_CLIENTS = 10000
@@ -171,20 +170,17 @@ class SQLiteLedger:
         if not os.path.exists(path):
             raise FileNotFoundError(f"no shared ledger at {path}: the supervisor creates it before the workers start")
         self.path = path
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vocable-ledger")
-        self._db: sqlite3.Connection | None = None
-        self._secret = self._pool.submit(self._read_secret).result()
+        self._sql = SQLiteThread(self._connect, "vocable-ledger")
+        self._run = self._sql.run
+        self._conn = self._sql.conn
+        self._secret = self._sql.run_blocking(self._read_secret)
 
     # ------------------------------------------------------------------------------ plumbing
 
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
-            self._db.execute("PRAGMA synchronous=OFF")  # the state dies with the server anyway
-        return self._db
-
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+        db.execute("PRAGMA synchronous=OFF")  # the state dies with the server anyway
+        return db
 
     def _transaction(self, fn: Any, *args: Any) -> Any:
         db = self._conn()
@@ -282,12 +278,7 @@ class SQLiteLedger:
         await self._run(self._transaction, forget)
 
     async def aclose(self) -> None:
-        def close() -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-        await self._run(close)
-        self._pool.shutdown(wait=True)
+        await self._sql.close()
 
 
 def _message(item: dict[str, Any]) -> Message:

@@ -7,13 +7,12 @@ the server being killed with SIGKILL, and readers (``GET /sessions/{id}/transcri
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vocable.engine.sqlite_thread import SQLiteThread
 from vocable.engine.store.base import transcript_of
 
 if TYPE_CHECKING:
@@ -56,37 +55,24 @@ def sqlite_path(url: str) -> str:
 class SQLiteTurnStore:
     def __init__(self, url: str) -> None:
         self.path = sqlite_path(url)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vocable-store")
-        self._db: sqlite3.Connection | None = None
+        self._sql = SQLiteThread(self._connect, "vocable-store")
+        self._run = self._sql.run
+        self._conn = self._sql.conn
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-
-    def _open(self) -> None:
+    def _connect(self) -> sqlite3.Connection:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(SCHEMA)
-        self._db = db
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            self._open()
-        assert self._db is not None
-        return self._db
+        return db
 
     async def open(self) -> None:
-        await self._run(self._open)
+        await self._run(self._conn)
 
     async def close(self) -> None:
-        def close() -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-        await self._run(close)
-        self._pool.shutdown(wait=True)
+        await self._sql.close()
 
     async def session_started(self, session_id: str, transport: str, started_at: float) -> None:
         await self._run(lambda: self._conn().execute(
