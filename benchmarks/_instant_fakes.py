@@ -8,12 +8,13 @@ module in its config, and importing it patches vocable's fakes in every worker p
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 
-def _cache_vocable_tone() -> functools._lru_cache_wrapper:  # type: ignore[type-arg]
+def _cache_vocable_tone() -> Any:
     from vocable.testing import fakes
 
-    if not isinstance(fakes.tone, functools._lru_cache_wrapper):
+    if not hasattr(fakes.tone, "cache_info"):  # not cached yet
         fakes.tone = functools.lru_cache(maxsize=256)(fakes.tone)
     return fakes.tone
 

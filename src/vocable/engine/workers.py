@@ -249,6 +249,8 @@ def merge_expositions(texts: Iterable[str]) -> str:
     Right for counters and histograms (what a scrape of the whole server should show) and for the gauges
     vocable exports (sessions and connections: the server's total). Help and type lines appear once.
     """
+    from vocable.providers.prometheus import format_value
+
     order: list[str] = []
     comments: dict[str, str] = {}
     values: dict[str, float] = {}
@@ -271,8 +273,5 @@ def merge_expositions(texts: Iterable[str]) -> str:
                 values[name] = 0.0
                 order.append(name)
             values[name] += number
-    return "".join((comments[key] if key in comments else f"{key} {_fmt(values[key])}") + "\n" for key in order)
+    return "".join((comments[key] if key in comments else f"{key} {format_value(values[key])}") + "\n" for key in order)
 
-
-def _fmt(value: float) -> str:
-    return str(int(value)) if value.is_integer() else repr(value)

@@ -38,16 +38,17 @@ class Histogram:
                 self.counts[i] += 1
 
     def lines(self, name: str) -> list[str]:
-        out = [f'{name}_bucket{{le="{_fmt(b)}"}} {c}' for b, c in zip(self.buckets, self.counts)]
+        out = [f'{name}_bucket{{le="{format_value(b)}"}} {c}' for b, c in zip(self.buckets, self.counts)]
         out.append(f'{name}_bucket{{le="+Inf"}} {self.count}')
-        out.append(f"{name}_sum {_fmt(self.total)}")
+        out.append(f"{name}_sum {format_value(self.total)}")
         out.append(f"{name}_count {self.count}")
         return out
 
 
-def _fmt(value: float) -> str:
+def format_value(value: float) -> str:
+    """A sample value as the text format wants it: integers bare, infinities as ``+Inf``/``-Inf``."""
     if math.isinf(value):
-        return "+Inf"
+        return "+Inf" if value > 0 else "-Inf"
     return repr(float(value)) if not float(value).is_integer() else str(int(value))
 
 
@@ -83,5 +84,5 @@ class PrometheusMetrics(MetricsSink):
                       f"# TYPE {metric} histogram", *histogram.lines(metric)]
         for key, value in (counters or {}).items():
             kind = "counter" if key.endswith("_total") else "gauge"
-            lines += [f"# TYPE {p}_{key} {kind}", f"{p}_{key} {_fmt(value)}"]
+            lines += [f"# TYPE {p}_{key} {kind}", f"{p}_{key} {format_value(value)}"]
         return "\n".join(lines) + "\n"
