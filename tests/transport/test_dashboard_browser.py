@@ -55,13 +55,13 @@ def offline_engine() -> Engine:
 def heard(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """Every audio message the server's sessions receive."""
     received: list[bytes] = []
-    original = Session.send_audio
+    original = Session.feed_audio  # what the WebSocket transport calls (send_audio goes through it too)
 
-    async def recording(self: Session, pcm: bytes) -> None:
+    def recording(self: Session, pcm: bytes) -> Any:
         received.append(pcm)
-        await original(self, pcm)
+        return original(self, pcm)
 
-    monkeypatch.setattr(Session, "send_audio", recording)
+    monkeypatch.setattr(Session, "feed_audio", recording)
     return received
 
 

@@ -6,12 +6,14 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from vocable.engine.gate import Refused
 from vocable.engine.workers import merge_expositions, others
+from vocable.transports.base import KeepWireSend
 
 if TYPE_CHECKING:
     from vocable.engine.engine import Engine
@@ -128,6 +130,6 @@ def build_app(engine: Engine) -> Starlette:
     ]
     for transport in engine.transports:
         routes.extend(transport.routes())
-    app = Starlette(routes=routes, lifespan=engine.lifespan)
+    app = Starlette(routes=routes, lifespan=engine.lifespan, middleware=[Middleware(KeepWireSend)])
     app.state.engine = engine
     return app

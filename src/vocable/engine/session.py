@@ -16,7 +16,7 @@ import asyncio
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -210,6 +210,16 @@ class Session:
 
     async def send_audio(self, pcm: bytes) -> None:
         """Microphone audio at ``input_sample_rate`` (PCM16 mono); any length, an odd byte is carried over."""
+        if (rest := self.feed_audio(pcm)) is not None:
+            await rest
+
+    def feed_audio(self, pcm: bytes) -> Coroutine[Any, Any, None] | None:
+        """``send_audio`` for a transport's hot path: returns what is left to await, or None.
+
+        Most messages are one frame of silence, which the listener handles without awaiting anything;
+        making the transport's reader create and run a coroutine for each of them (50 a second for every
+        session) would cost more than hearing the frame. Await what this returns before feeding more.
+        """
         if self._closed:
             raise SessionClosed(self.id)
         if self._odd or len(pcm) & 1:
@@ -217,13 +227,14 @@ class Session:
         resampler = self._resampler
         if not resampler.passthrough:
             pcm = resampler(pcm)
-        framer, hear = self._framer, self._listener.hear
-        if framer.aligned(pcm):  # one message, one frame: the common case, 50 times a second
-            if heard := hear(pcm):
-                await self._on_heard(pcm, heard)
-            return
-        for frame in framer.push(pcm):
-            # most frames (silence between turns) need nothing awaited: only the rest pay for a coroutine
+        if self._framer.aligned(pcm):  # one message, one frame: the common case
+            heard = self._listener.hear(pcm)
+            return self._on_heard(pcm, heard) if heard else None
+        return self._hear_frames(pcm)
+
+    async def _hear_frames(self, pcm: bytes) -> None:
+        hear = self._listener.hear
+        for frame in self._framer.push(pcm):
             if heard := hear(frame):
                 await self._on_heard(frame, heard)
 

@@ -6,6 +6,8 @@ test pipeline uses. Install ``vocable[local]`` and select ``silero`` for real us
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import ClassVar
 
 import numpy as np
@@ -21,18 +23,37 @@ class EnergyVADSettings(ProviderSettings):
 
 _PCM16 = np.dtype("<i2")
 
+try:  # one C call per frame, ~4x cheaper than numpy's three; the VAD runs on every frame of every session
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # stdlib until 3.12; ``audioop-lts`` after
+        import audioop as _audioop
+except ImportError:  # Python 3.13+ without the backport
+    _audioop = None
+
+
+def threshold_amplitude(threshold_dbfs: float) -> int:
+    """The RMS (in PCM16 steps) at or above which a frame is speech: whole steps, so both paths agree."""
+    return max(1, math.ceil(32768.0 * 10 ** (threshold_dbfs / 20.0)))
+
 
 class _EnergyStream(VADStream):
-    __slots__ = ("_threshold_sq",)
+    __slots__ = ("_threshold", "_threshold_sq")
 
     def __init__(self, threshold_dbfs: float) -> None:
-        self._threshold_sq = (32768.0 * 10 ** (threshold_dbfs / 20.0)) ** 2
+        self._threshold = threshold_amplitude(threshold_dbfs)
+        self._threshold_sq = float(self._threshold) ** 2
 
     def probability(self, frame: bytes) -> float:
-        # RMS >= threshold, compared as sum of squares: one dot product, no sqrt or mean (runs per frame)
-        if not frame:
+        if _audioop is None or len(frame) & 1:
+            return self._probability_numpy(frame)
+        # audioop floors its RMS to a whole step, as the threshold is rounded up: both paths agree
+        return 1.0 if frame and _audioop.rms(frame, 2) >= self._threshold else 0.0
+
+    def _probability_numpy(self, frame: bytes) -> float:
+        # RMS >= threshold, compared as sum of squares: one dot product, no sqrt or mean
+        if len(frame) < 2:
             return 0.0
-        samples = np.frombuffer(frame, _PCM16).astype(np.float32)
+        samples = np.frombuffer(frame, _PCM16, count=len(frame) // 2).astype(np.float32)
         return 1.0 if samples.dot(samples) >= self._threshold_sq * samples.size else 0.0
 
 

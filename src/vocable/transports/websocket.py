@@ -35,7 +35,7 @@ from vocable.engine.gate import Refused, admit_websocket
 from vocable.engine.session import Session, SessionClosed
 from vocable.plugins.hookspecs import hookimpl
 from vocable.providers.base import ProviderSettings
-from vocable.transports.base import Transport
+from vocable.transports.base import WIRE_SEND, Transport
 from vocable.transports.protocol import (
     BadInput,
     InterruptMessage,
@@ -156,7 +156,7 @@ class Connection:
 
     async def _read_until_done(self) -> Ending:
         limit = self.settings.max_message_bytes
-        receive, send_audio = self._receive, self.session.send_audio
+        receive, feed_audio = self._receive, self.session.feed_audio
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
@@ -175,7 +175,8 @@ class Connection:
                 if data is not None:  # the hot path: 50 messages a second per talking client
                     if size & 1 and not self._odd_reported:
                         await self._report_odd()
-                    await send_audio(data)
+                    if (rest := feed_audio(data)) is not None:  # most frames need nothing awaited
+                        await rest
                 elif text is not None and (ending := await self._on_text(text)) is not None:
                     return ending
             except BadInput as exc:
@@ -414,7 +415,8 @@ class AudioEndpoint:
         self.transport = transport
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.transport.endpoint(WebSocket(scope, receive=receive, send=send), receive, send)
+        ws = WebSocket(scope, receive=receive, send=send)  # handshake and close, through every middleware
+        await self.transport.endpoint(ws, receive, scope.get(WIRE_SEND, send))  # frames: the server's own
 
 
 @hookimpl
