@@ -4,7 +4,7 @@ They let ``ab_variants.py`` measure a proposal (CPU per session, lateness) befor
 touches; docs/performance.md records the figures. A variant whose change has landed becomes a no-op and
 should be deleted here (landed so far, so gone: Framer fast path, Event.to_wire without asdict, the dot
 product VAD, no timeout per send, the channel's low-water mark, no timer per stream item, no repeated
-interims). Upper bounds, which leave a part of the work out to show what it costs, and collector
+interims, the shared pacing timers). Upper bounds, which leave a part of the work out to show what it costs, and collector
 measurements stay. Nothing outside the benchmark server process is patched.
 """
 
@@ -49,10 +49,7 @@ def null_session() -> None:
     """Upper bound of the whole engine's input path: audio reaches the session and is dropped unread."""
     from vocable.engine.session import Session
 
-    async def send_audio(self: Any, pcm: bytes) -> None:
-        return None
-
-    Session.send_audio = send_audio  # type: ignore[method-assign]
+    Session.feed_audio = lambda self, pcm: None  # type: ignore[method-assign]
 
 
 @variant

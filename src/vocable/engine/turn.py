@@ -23,6 +23,7 @@ from vocable.engine.channel import Channel
 from vocable.engine.events import AudioOut, Event, Reply, ToolCallEvent
 from vocable.engine.fallback import ServedBy, fallback_stream
 from vocable.engine.metrics import TurnMetrics, now
+from vocable.engine.pacer import Pacer
 from vocable.engine.textfeed import TextFeed
 from vocable.providers.base import AudioChunk, Message, TextDelta, Tool, ToolCall, Usage, split_sentences
 
@@ -99,6 +100,7 @@ class Player:
         self._resamplers: dict[int, Resampler] = {}
         self._t0: float | None = None
         self.sent_s = 0.0
+        self.pacer = Pacer.current() if pace else None  # a timer per 20 ms frame would cost more
 
     def convert(self, chunk: AudioChunk) -> list[bytes]:
         resampler = self._resamplers.get(chunk.sample_rate)
@@ -356,7 +358,7 @@ class ReplyRunner:
 
     async def _send(self, turn: Turn, frame: bytes, player: Player) -> None:
         if (wait := player.delay(frame)) > 0:
-            await asyncio.sleep(wait)
+            await player.pacer.sleep(wait)  # type: ignore[union-attr]  # delay() is 0 when not pacing
         if turn.metrics.first_audio_out is None:
             turn.metrics.stamp("first_audio_out")
             await self.on_speaking()

@@ -1,0 +1,66 @@
+"""The pacer: shared timers for paced frames, never early, at most a grid step late, cancellable one by one."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from vocable.engine.pacer import Pacer
+
+TOLERANCE_S = 0.002  # loop timers have millisecond resolution
+
+
+async def test_waits_share_one_timer_per_slot() -> None:
+    pacer = Pacer.current()
+    assert Pacer.current() is pacer
+    futures = [pacer.sleep(0.05) for _ in range(200)]
+    assert pacer.pending_timers() <= 2  # 200 waits, one or two grid slots (the clock may cross a slot edge)
+    await asyncio.gather(*futures)
+    assert pacer.pending_timers() == 0
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.001, 0.012, 0.03])
+async def test_never_early_and_at_most_a_grid_step_late(delay: float) -> None:
+    pacer = Pacer.current()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await pacer.sleep(delay)
+    waited = loop.time() - started
+    assert waited >= delay - TOLERANCE_S
+    assert waited <= delay + pacer.grid_s + 0.05  # generous upper bound on a busy machine
+
+
+async def test_cancelling_one_wait_leaves_the_others() -> None:
+    pacer = Pacer.current()
+
+    async def wait() -> str:
+        await pacer.sleep(0.02)
+        return "done"
+
+    tasks = [asyncio.create_task(wait()) for _ in range(3)]
+    await asyncio.sleep(0)
+    tasks[1].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert results[0] == "done" and results[2] == "done"
+    assert isinstance(results[1], asyncio.CancelledError)
+
+
+def test_each_loop_has_its_own_pacer() -> None:
+    async def which() -> Pacer:
+        pacer = Pacer.current()
+        await pacer.sleep(0.001)
+        return pacer
+
+    first = asyncio.run(which())
+    second = asyncio.run(which())
+    assert first is not second
+
+
+def test_grid_must_be_positive() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(ValueError, match="positive"):
+            Pacer(loop, grid_s=0)
+    finally:
+        loop.close()
