@@ -12,6 +12,7 @@ writer task, without changing what a client sees:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Protocol
 
 from vocable.engine.channel import Channel, ChannelClosed
@@ -25,8 +26,9 @@ class EventSink(Protocol):
         """True when nothing the transport was given is still being sent, so order cannot change."""
         ...
 
-    async def take(self, event: Event) -> None:
-        """Send ``event`` now; a client that is gone or too slow is the transport's to handle, not an error."""
+    def take(self, event: Event) -> Awaitable[None]:
+        """Send ``event`` now (await the result); a client that is gone or too slow is the transport's to
+        handle, not an error."""
         ...
 
 
@@ -51,15 +53,23 @@ class Outbox:
         if self._sink is sink:
             self._sink = None
 
-    async def emit(self, event: Event) -> None:
-        """Send ``event`` in order, merging reply text deltas that the LLM produced in one go.
+    def emit(self, event: Event) -> Awaitable[None]:
+        """Send ``event`` in order, merging reply text deltas that the LLM produced in one go; await it.
 
         A fast LLM (or a burst of buffered tokens) yields many deltas without the loop turning once; each
         as its own message would cost a JSON encoding and a socket write. The first delta is held and
         released when the loop next turns (``call_soon``), with every delta of the same turn that came
         meanwhile joined to it; any other event releases it first, so nothing is reordered or delayed
         behind the current step.
+
+        Not a coroutine itself: it returns the sink's (or the channel's) awaitable, so an audio frame,
+        50 a second for each talking session, does not pay for two more coroutines on its way out.
         """
+        if self._held_reply is None and type(event) is not Reply:
+            return self._deliver(event)
+        return self._emit_held(event)
+
+    async def _emit_held(self, event: Event) -> None:
         held = self._held_reply
         if type(event) is Reply and not event.final:
             if held is not None:
@@ -86,12 +96,14 @@ class Outbox:
         else:  # the client is behind and the channel is full: try again shortly, keeping the text
             asyncio.get_running_loop().call_later(0.02, self.release_reply)
 
-    async def _deliver(self, event: Event) -> None:
+    def _deliver(self, event: Event) -> Awaitable[None]:
         sink, events = self._sink, self.events
         if sink is not None and not events and sink.can_take() and not events.closed:
-            await sink.take(event)
-            return
+            return sink.take(event)
+        return self._queue(event)
+
+    async def _queue(self, event: Event) -> None:
         try:
-            await events.put(event)
+            await self.events.put(event)
         except ChannelClosed:
             pass

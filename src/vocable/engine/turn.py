@@ -338,16 +338,29 @@ class ReplyRunner:
         if self.gate is not None:
             await self.gate.wait()
             await self._flush_held()
-        while (item := await audio.get()) is not None:
-            if isinstance(item, str):
+        emit, rate, metrics = self.emit, self.output_sample_rate, turn.metrics
+        while True:
+            item = await audio.get()
+            if item is None:
+                frames = player.tail()
+            elif isinstance(item, str):
                 self._start_segment(turn, item + " ")  # a whole sentence: segments concatenate
                 continue
-            if item.text is not None:
-                self._start_segment(turn, item.text)
-            for frame in player.convert(item):
-                await self._send(turn, frame, player)
-        for frame in player.tail():
-            await self._send(turn, frame, player)
+            else:
+                if item.text is not None:
+                    self._start_segment(turn, item.text)
+                frames = player.convert(item)
+            # the hot loop, one pass per 20 ms frame of every talking session: kept inline and flat
+            for frame in frames:
+                if (wait := player.delay(frame)) > 0:
+                    await player.pacer.sleep(wait)  # type: ignore[union-attr]  # delay() is 0 when not pacing
+                if metrics.first_audio_out is None:
+                    metrics.stamp("first_audio_out")
+                    await self.on_speaking()
+                turn.emitted_bytes += len(frame)
+                await emit(AudioOut(frame, rate, turn.id))
+            if item is None:
+                break
         if turn.segments and turn.segments[-1].end_byte is None:
             turn.segments[-1].end_byte = turn.emitted_bytes
 
@@ -355,12 +368,3 @@ class ReplyRunner:
         if turn.segments and turn.segments[-1].end_byte is None:
             turn.segments[-1].end_byte = turn.emitted_bytes
         turn.segments.append(Segment(text, turn.emitted_bytes))
-
-    async def _send(self, turn: Turn, frame: bytes, player: Player) -> None:
-        if (wait := player.delay(frame)) > 0:
-            await player.pacer.sleep(wait)  # type: ignore[union-attr]  # delay() is 0 when not pacing
-        if turn.metrics.first_audio_out is None:
-            turn.metrics.stamp("first_audio_out")
-            await self.on_speaking()
-        turn.emitted_bytes += len(frame)
-        await self.emit(AudioOut(frame, self.output_sample_rate, turn.id))

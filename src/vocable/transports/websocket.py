@@ -25,7 +25,7 @@ import structlog
 from pydantic import Field
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, WebSocketRoute
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from vocable.engine.channel import ChannelClosed
@@ -159,30 +159,49 @@ class Connection:
         receive, feed_audio = self._receive, self.session.feed_audio
         while True:
             message = await receive()
-            if message["type"] == "websocket.disconnect":
+            data: bytes | None = message.get("bytes")
+            if data is not None:  # the hot path: 50 messages a second per talking client
+                size = len(data)
+                self.messages_in += 1
+                self.bytes_in += size
+                if size <= limit and not size & 1:
+                    try:
+                        if (rest := feed_audio(data)) is not None:  # most frames need nothing awaited
+                            await rest
+                    except SessionClosed:
+                        return ending_for_session(self.session)
+                    continue
+            elif message["type"] == "websocket.disconnect":
                 self.ws.client_state = WebSocketState.DISCONNECTED
                 return Ending(None, "client_disconnected", resumable=True)
-            data: bytes | None = message.get("bytes")
-            text: str | None = None if data is not None else message.get("text")
-            size = len(data) if data is not None else len((text or "").encode())
+            if (ending := await self._on_odd_message(message, data, limit)) is not None:
+                return ending
+
+    async def _on_odd_message(self, message: Message, data: bytes | None, limit: int) -> Ending | None:
+        """Everything but a well-formed audio frame: text messages, oversized or odd-length binaries."""
+        text: str | None = None if data is not None else message.get("text")
+        if data is None:
+            size = len((text or "").encode())
             self.messages_in += 1
             self.bytes_in += size
-            try:
-                if size > limit:
-                    await self.session.report_error(
-                        "message_too_large", f"messages are limited to {limit} bytes; got {size}", fatal=True)
-                    return Ending(1009, "message_too_large")
-                if data is not None:  # the hot path: 50 messages a second per talking client
-                    if size & 1 and not self._odd_reported:
-                        await self._report_odd()
-                    if (rest := feed_audio(data)) is not None:  # most frames need nothing awaited
-                        await rest
-                elif text is not None and (ending := await self._on_text(text)) is not None:
-                    return ending
-            except BadInput as exc:
-                await self.session.report_error(exc.code, exc.message)
-            except SessionClosed:
-                return ending_for_session(self.session)
+        else:
+            size = len(data)
+        try:
+            if size > limit:
+                await self.session.report_error(
+                    "message_too_large", f"messages are limited to {limit} bytes; got {size}", fatal=True)
+                return Ending(1009, "message_too_large")
+            if data is not None:
+                if not self._odd_reported:
+                    await self._report_odd()
+                await self.session.send_audio(data)
+            elif text is not None:
+                return await self._on_text(text)
+        except BadInput as exc:
+            await self.session.report_error(exc.code, exc.message)
+        except SessionClosed:
+            return ending_for_session(self.session)
+        return None
 
     async def _report_odd(self) -> None:
         self._odd_reported = True  # once per session: the session carries the odd byte over
@@ -227,12 +246,28 @@ class Connection:
         return self._direct and not self._in_flight and not self._holding
 
     async def take(self, event: Event) -> None:
+        """Send one event now (the producers' way and the writer's): the only place frames are written."""
         if not self._sending:
             return  # the client cannot take more: drop, as the writer does when it only drains
+        if type(event) is AudioOut:
+            message: dict[str, Any] = {"type": "websocket.send", "bytes": event.pcm}
+            size = len(event.pcm)
+        else:
+            text = json.dumps(event.to_wire(), separators=(",", ":"), ensure_ascii=False, default=str)
+            message = {"type": "websocket.send", "text": text}
+            size = len(text)
         self._in_flight = True
+        self.send_started = time.monotonic()  # the transport's watchdog closes a send stuck past the timeout
         try:
-            await self._send(event)
+            await self._send_asgi(message)
+        except (WebSocketDisconnect, OSError, RuntimeError):
+            self.ws.application_state = WebSocketState.DISCONNECTED
+            self._sending = False
+            self.end(Ending(None, "client_disconnected", resumable=True))
+        else:
+            self.bytes_out += size
         finally:
+            self.send_started = None
             self._in_flight = False
             if self._holding:
                 self._landed.set()
@@ -245,31 +280,10 @@ class Connection:
                 while self._in_flight:  # a direct send went first and is still on its way
                     self._landed.clear()
                     await self._landed.wait()
-                if self._sending:
-                    await self._send(event)
+                await self.take(event)
             finally:
                 self._holding = False
         self.end(ending_for_session(self.session))
-
-    async def _send(self, event: Event) -> None:
-        if type(event) is AudioOut:
-            message: dict[str, Any] = {"type": "websocket.send", "bytes": event.pcm}
-            size = len(event.pcm)
-        else:
-            text = json.dumps(event.to_wire(), separators=(",", ":"), ensure_ascii=False, default=str)
-            message = {"type": "websocket.send", "text": text}
-            size = len(text)
-        self.send_started = time.monotonic()  # the transport's watchdog closes a send stuck past the timeout
-        try:
-            await self._send_asgi(message)
-        except (WebSocketDisconnect, OSError, RuntimeError):
-            self.ws.application_state = WebSocketState.DISCONNECTED
-            self._sending = False
-            self.end(Ending(None, "client_disconnected", resumable=True))
-        else:
-            self.bytes_out += size
-        finally:
-            self.send_started = None
 
     def check_slow(self, clock: float) -> None:
         """Called about once a second: a client that has not taken one message for ``send_timeout_s`` goes.
