@@ -76,6 +76,55 @@ def unpaced() -> None:
     turn.Player.delay = delay  # type: ignore[method-assign]
 
 
+@variant
+def tts_one_chunk() -> None:
+    """What the TTS's 20 ms chunks cost: each sentence's audio comes as one chunk (the player still frames
+    and paces it)."""
+    from vocable.providers.base import AudioChunk
+    from vocable.testing import fakes
+
+    async def synthesize(self: Any, text: str) -> Any:
+        s = self.settings
+        ms = max(s.chunk_ms, len(text) * s.ms_per_char)
+        yield AudioChunk(fakes.tone(ms, s.sample_rate), s.sample_rate)
+
+    fakes.ScriptedTTS.synthesize = synthesize  # type: ignore[method-assign]
+
+
+@variant
+def no_text_events() -> None:
+    """Upper bound of what JSON events cost: only audio reaches the client (states, transcripts, reply
+    text and metrics are dropped before encoding)."""
+    from vocable.engine.events import AudioOut
+    from vocable.engine.outbox import Outbox
+
+    emit = Outbox.emit
+
+    def only_audio(self: Any, event: Any) -> Any:
+        if type(event) is AudioOut:
+            return emit(self, event)
+        return _done()
+
+    async def _done() -> None:
+        return None
+
+    Outbox.emit = only_audio  # type: ignore[method-assign]
+
+
+@variant
+def no_interims() -> None:
+    """What interim transcripts cost: the STT gives finals only."""
+    from vocable.testing import fakes
+
+    init = fakes.ScriptedSTT.__init__
+
+    def no_interim_init(self: Any, settings: Any = None) -> None:
+        init(self, settings)
+        self.settings = self.settings.model_copy(update={"interim_every_ms": 0})
+
+    fakes.ScriptedSTT.__init__ = no_interim_init  # type: ignore[method-assign]
+
+
 # ---- garbage collection: pauses of the cyclic collector show up as lateness spikes, not as CPU
 
 
