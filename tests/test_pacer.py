@@ -64,3 +64,42 @@ def test_grid_must_be_positive() -> None:
             Pacer(loop, grid_s=0)
     finally:
         loop.close()
+
+
+async def test_paced_replies_keep_real_time_on_shared_timers() -> None:
+    """Three paced replies at once: each plays at real time (after the lead), on a handful of shared timers."""
+    from vocable.engine.events import AudioOut, MetricsEvent, Ready
+    from vocable.testing.scripted import scripted_engine
+
+    engine = scripted_engine(llm={"provider": "scripted", "reply": "A reply that lasts about one second."},
+                             tts={"provider": "scripted", "ms_per_char": 30, "chunk_ms": 20})
+    await engine.start()
+    loop = asyncio.get_running_loop()
+    pacer = Pacer.current()
+    most_timers = 0
+
+    async def one() -> tuple[float, float, int]:
+        nonlocal most_timers
+        async with engine.conversation(pace=True) as conv:
+            await conv.next_event(Ready)
+            await conv.send_text("hello")
+            started = last = 0.0
+            audio_bytes = 0
+            while not isinstance(event := await asyncio.wait_for(conv.session.events.get(), 5), MetricsEvent):
+                if isinstance(event, AudioOut):
+                    last = loop.time()
+                    started = started or last
+                    audio_bytes += len(event.pcm)
+                    most_timers = max(most_timers, pacer.pending_timers())
+            return started, last, audio_bytes
+
+    try:
+        results = await asyncio.gather(one(), one(), one())
+    finally:
+        await engine.stop()
+    lead_s = engine.config.pipeline.output.lead_ms / 1000
+    for started, last, audio_bytes in results:
+        audio_s = audio_bytes / 2 / 16000
+        assert audio_s > 0.8
+        assert last - started >= audio_s - lead_s - 0.05  # not sent faster than real time plus the lead
+    assert 0 < most_timers <= 4  # three streams, one 20 ms frame each: a few 5 ms slots, never one per wait

@@ -100,7 +100,7 @@ class Player:
         self._resamplers: dict[int, Resampler] = {}
         self._t0: float | None = None
         self.sent_s = 0.0
-        self.pacer = Pacer.current() if pace else None  # a timer per 20 ms frame would cost more
+        self.pacer = Pacer.current()  # shared timers: one per 20 ms frame would cost more
 
     def convert(self, chunk: AudioChunk) -> list[bytes]:
         resampler = self._resamplers.get(chunk.sample_rate)
@@ -353,7 +353,7 @@ class ReplyRunner:
             # the hot loop, one pass per 20 ms frame of every talking session: kept inline and flat
             for frame in frames:
                 if (wait := player.delay(frame)) > 0:
-                    await player.pacer.sleep(wait)  # type: ignore[union-attr]  # delay() is 0 when not pacing
+                    await player.pacer.sleep(wait)
                 if metrics.first_audio_out is None:
                     metrics.stamp("first_audio_out")
                     await self.on_speaking()
