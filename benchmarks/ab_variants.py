@@ -64,7 +64,7 @@ def main() -> None:
         sources = {name: export_source(name, scratch) for name in names}
         resolved = {name: "" for name in names}
     else:
-        names = ["baseline"] + [v for v in args.variants.split(",") if v]
+        names = ["baseline"] + [v for v in args.variants.split(",") if v and v != "baseline"]
         resolved = {name: ",".join(VARIANTS) if name == "all" else name.replace("+", ",") for name in names}
         resolved["baseline"] = ""
     runs: dict[str, list[dict]] = {name: [] for name in names}
