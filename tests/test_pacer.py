@@ -103,3 +103,16 @@ async def test_paced_replies_keep_real_time_on_shared_timers() -> None:
         assert audio_s > 0.8
         assert last - started >= audio_s - lead_s - 0.05  # not sent faster than real time plus the lead
     assert 0 < most_timers <= 4  # three streams, one 20 ms frame each: a few 5 ms slots, never one per wait
+
+
+def test_a_closed_loop_and_its_pacer_are_not_kept() -> None:
+    import gc
+
+    async def use() -> None:
+        await Pacer.current().sleep(0.001)
+
+    before = len(Pacer._per_loop)
+    for _ in range(20):
+        asyncio.run(use())
+    gc.collect()
+    assert len(Pacer._per_loop) <= before + 1
