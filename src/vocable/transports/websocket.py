@@ -25,7 +25,7 @@ import structlog
 from pydantic import Field
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, WebSocketRoute
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from vocable.engine.channel import ChannelClosed
@@ -160,11 +160,12 @@ class Connection:
         while True:
             message = await receive()
             data: bytes | None = message.get("bytes")
-            if data is not None:  # the hot path: 50 messages a second per talking client
+            text: str | None = None
+            if data is not None:
                 size = len(data)
-                self.messages_in += 1
-                self.bytes_in += size
-                if size <= limit and not size & 1:
+                if size <= limit and not size & 1:  # the hot path: 50 messages a second per talking client
+                    self.messages_in += 1
+                    self.bytes_in += size
                     try:
                         if (rest := feed_audio(data)) is not None:  # most frames need nothing awaited
                             await rest
@@ -174,24 +175,22 @@ class Connection:
             elif message["type"] == "websocket.disconnect":
                 self.ws.client_state = WebSocketState.DISCONNECTED
                 return Ending(None, "client_disconnected", resumable=True)
-            if (ending := await self._on_odd_message(message, data, limit)) is not None:
-                return ending
-
-    async def _on_odd_message(self, message: Message, data: bytes | None, limit: int) -> Ending | None:
-        """Everything but a well-formed audio frame: text messages, oversized or odd-length binaries."""
-        text: str | None = None if data is not None else message.get("text")
-        if data is None:
-            size = len((text or "").encode())
+            else:
+                text = message.get("text")
+                size = len((text or "").encode())
             self.messages_in += 1
             self.bytes_in += size
-        else:
-            size = len(data)
+            if (ending := await self._on_other_message(data, text, size, limit)) is not None:
+                return ending
+
+    async def _on_other_message(self, data: bytes | None, text: str | None, size: int, limit: int) -> Ending | None:
+        """Everything but a well-formed audio frame: text messages, oversized or odd-length binaries."""
         try:
             if size > limit:
                 await self.session.report_error(
                     "message_too_large", f"messages are limited to {limit} bytes; got {size}", fatal=True)
                 return Ending(1009, "message_too_large")
-            if data is not None:
+            if data is not None:  # odd length: whole samples go on, the odd byte is carried over
                 if not self._odd_reported:
                     await self._report_odd()
                 await self.session.send_audio(data)
