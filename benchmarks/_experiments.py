@@ -175,6 +175,27 @@ def gc_tuned() -> None:
     gc.set_threshold(700, 10, 1000)
 
 
+@variant
+def call_counts() -> None:
+    """No change: runs the server under cProfile (slow: for call counts, not CPU) and writes the stats to
+    $VOCABLE_PROFILE.<pid> when it is stopped (``pstats`` reads them)."""
+    import cProfile
+    import os
+    import signal
+
+    profiler = cProfile.Profile()
+    path = os.environ.get("VOCABLE_PROFILE")
+
+    def write(*_: Any) -> None:
+        profiler.disable()
+        if path:
+            profiler.dump_stats(f"{path}.{os.getpid()}")
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, write)
+    profiler.enable()
+
+
 def apply(names: str) -> list[str]:
     applied = []
     for name in (n.strip() for n in names.split(",")):
