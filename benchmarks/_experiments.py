@@ -196,6 +196,14 @@ def call_counts() -> None:
     profiler.enable()
 
 
+@variant
+def asgi_frames() -> None:
+    """vocable on uvicorn's own WebSocket protocol: every frame through the ASGI queue and ``send`` (no direct frames)."""
+    from vocable.transports import direct_frames
+
+    direct_frames.SERVE_OPTIONS["ws"] = "websockets-sansio"
+
+
 def apply(names: str) -> list[str]:
     applied = []
     for name in (n.strip() for n in names.split(",")):

@@ -25,6 +25,7 @@ import websockets
 
 from vocable import Engine
 from vocable.testing.fakes import tone
+from vocable.transports.direct_frames import SERVE_OPTIONS
 
 CONFIG = {
     "server": {"rate_limit_per_minute": 0, "max_sessions": 20, "resume_grace_s": 0},
@@ -83,8 +84,8 @@ async def settle(engine: Engine) -> None:
 
 async def main(sessions: int, warmup: int) -> dict[str, float | int | bool]:
     engine = Engine.from_dict(CONFIG, autoload=False, plugins=PLUGINS, freeze_gc=True)  # as `vocable serve`
-    server = uvicorn.Server(uvicorn.Config(engine.asgi_app(), host="127.0.0.1", port=0, lifespan="on",
-                                           log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(engine.asgi_app(), host="127.0.0.1", port=0, log_level="warning",
+                                           **SERVE_OPTIONS))
     serving = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.01)

@@ -246,8 +246,16 @@ def serve(kind: str, port: int, variant: str = "") -> None:
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     app = {"vocable": vocable_app, "pipecat": pipecat_app, "echo": echo_app}[kind]()
-    # the same settings for all three, as `vocable serve` runs uvicorn
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", ws_max_size=1 << 20, lifespan="on")
+    # uvicorn as `vocable serve` runs it; the echo and Pipecat on uvicorn's own WebSocket protocol, vocable on
+    # its subclass that offers direct frames (which only vocable's transport uses)
+    options: dict[str, object] = {"ws_max_size": 1 << 20, "lifespan": "on"}
+    if kind == "vocable":
+        try:
+            from vocable.transports.direct_frames import SERVE_OPTIONS
+        except ImportError:  # a revision from before direct frames (ab_variants.py --revs)
+            SERVE_OPTIONS = options
+        options = SERVE_OPTIONS
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", **options)  # type: ignore[arg-type]
 
 
 # ================================================================================================ client

@@ -408,3 +408,27 @@ async def test_the_first_audio_goes_out_as_soon_as_the_tts_makes_it():
     await engine.stop()
     assert any(isinstance(e, AudioOut) for e in events)
     assert made_at_first_audio and made_at_first_audio[0] <= 2, made_at_first_audio
+
+
+async def test_speech_frames_inside_an_utterance_reach_the_stt_with_nothing_to_await():
+    """The hot path: a speech frame mid-utterance goes to the STT at once; every frame still arrives, in order."""
+    words = [f"w{i}" for i in range(200)]
+    engine = scripted_engine(stt={"provider": "scripted", "transcripts": [" ".join(words)], "interim_every_ms": 20})
+    await engine.start()
+    async with engine.conversation() as conv:
+        await conv.next_event(Ready)
+        session = conv.session
+        pcm = utterance()
+        awaited = 0
+        for i in range(0, len(pcm), 640):  # as the WebSocket transport feeds it: one 20 ms frame a message
+            if (rest := session.feed_audio(pcm[i : i + 640])) is not None:
+                awaited += 1
+                await rest
+        events = await conv.collect_turn(10)
+        utterance_frames = len(session._listener.utterance) // 640
+    await engine.stop()
+    interims = [e for e in events if isinstance(e, Transcript) and not e.final]
+    # the scripted STT shows one word per 20 ms it has heard: the last interim counts the frames it got
+    assert len(interims[-1].text.split()) == utterance_frames > 40
+    assert [e for e in events if isinstance(e, Transcript) and e.final][0].text == " ".join(words)
+    assert awaited <= 3  # the frame that starts the utterance, the one that ends it, and the odd full queue

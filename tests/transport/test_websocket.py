@@ -25,8 +25,15 @@ LONG_REPLY = " ".join(["This reply goes on for quite a while so there is time to
 METRIC_KEYS = ("stt_ms", "llm_ttft_ms", "tts_ttfb_ms", "voice_to_voice_ms")
 
 
-async def test_audio_turn_arrives_in_order() -> None:
-    async with live_server(engine()) as server, connect(server.ws_url()) as client:
+@pytest.mark.parametrize(("protocol", "deflate"), [
+    ("direct", False),  # as `vocable serve` runs: frames heard as parsed, written with the header made here
+    ("direct", True),  # permessage-deflate negotiated: the protocol library frames (and compresses) them
+    ("websockets-sansio", True),  # uvicorn's own protocol: everything through the ASGI queue and send
+])
+async def test_audio_turn_arrives_in_order(protocol: str, deflate: bool) -> None:
+    options = {"ws_per_message_deflate": deflate} | ({} if protocol == "direct" else {"ws": protocol})
+    async with live_server(engine(), **options) as server, connect(server.ws_url()) as client:
+        assert (client.ws.protocol.extensions != []) is deflate
         ready = await client.recv()
         assert ready == {"type": "ready", "session_id": ready["session_id"], "input_sample_rate": 16000,
                          "output_sample_rate": 16000, "resumed": False}
@@ -53,6 +60,13 @@ async def test_audio_turn_arrives_in_order() -> None:
         for key in METRIC_KEYS:
             assert isinstance(metrics[key], (int, float)) and metrics[key] >= 0, key
         assert (await client.next("state"))["state"] == "listening"
+        (connection,) = websocket_transport(server.engine).connections
+        heard_direct = connection.heard_direct
+        assert connection.messages_in >= len(utterance()) // 640
+        if protocol == "direct":  # frames that came while the reader was busy went the ASGI way, in order
+            assert 0 < heard_direct <= connection.messages_in
+        else:
+            assert heard_direct == 0
 
 
 async def test_typed_text_turn() -> None:

@@ -17,6 +17,7 @@ from vocable import Engine
 from vocable.testing.fakes import tone
 from vocable.testing.scripted import scripted_config
 from vocable.testing.speech import silence
+from vocable.transports.direct_frames import SERVE_OPTIONS
 
 PLUGINS = ["vocable.plugins.core", "vocable.testing.plugin", "vocable.transports.websocket"]
 
@@ -51,10 +52,14 @@ class LiveServer:
 
 
 @asynccontextmanager
-async def live_server(engine: Engine, *, ws_max_size: int = 1 << 20) -> AsyncIterator[LiveServer]:
-    """Serve ``engine`` with a real uvicorn on an ephemeral loopback port, in this event loop."""
-    cfg = uvicorn.Config(engine.asgi_app(), host="127.0.0.1", port=0, lifespan="on", log_level="warning",
-                         ws_max_size=ws_max_size)
+async def live_server(engine: Engine, *, ws_max_size: int = 1 << 20, **options: Any) -> AsyncIterator[LiveServer]:
+    """Serve ``engine`` with a real uvicorn on an ephemeral loopback port, in this event loop.
+
+    As ``vocable serve`` runs it (direct frames); ``options`` override uvicorn settings, e.g.
+    ``ws="websockets-sansio"`` for uvicorn's own protocol.
+    """
+    cfg = uvicorn.Config(engine.asgi_app(), host="127.0.0.1", port=0, log_level="warning",
+                         **{**SERVE_OPTIONS, "ws_max_size": ws_max_size, **options})
     server = uvicorn.Server(cfg)
     task = asyncio.create_task(server.serve(), name="uvicorn")
     try:

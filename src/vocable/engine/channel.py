@@ -61,12 +61,20 @@ class Channel(Generic[T]):
             self._deferred = False
             self._readable.set()
 
-    def put_nowait(self, item: T) -> bool:
-        """Append if there is room; return False (and drop nothing already queued) when full or closed."""
-        if self._closed or len(self._items) >= self.maxsize:
+    def put_nowait(self, item: T, *, wake: bool = True) -> bool:
+        """Append if there is room; return False (and drop nothing already queued) when full or closed.
+
+        ``wake`` as for ``put``.
+        """
+        items = self._items
+        if self._closed or len(items) >= self.maxsize:
             return False
-        self._items.append(item)
-        self._readable.set()
+        items.append(item)
+        if not wake:
+            self._deferred = True
+        elif len(items) == 1 or self._deferred:
+            self._deferred = False
+            self._readable.set()
         return True
 
     async def get(self) -> T | None:

@@ -229,8 +229,16 @@ class Session:
             pcm = resampler(pcm)
         if self._framer.aligned(pcm):  # one message, one frame: the common case
             heard = self._listener.hear(pcm)
-            return self._on_heard(pcm, heard) if heard else None
+            if not heard:
+                return None
+            if heard & ~(FORWARD | SPEECH) == 0 and self._speech_needs_nothing(heard) and self._stt.push_nowait(pcm):
+                return None  # a frame inside an utterance: to the STT, nothing to await (45 a turn)
+            return self._on_heard(pcm, heard)
         return self._hear_frames(pcm)
+
+    def _speech_needs_nothing(self, heard: int) -> bool:
+        """True if ``_on_heard`` would only pass this frame to the STT: no speculation to drop, no barge-in."""
+        return not heard & SPEECH or (self._speculation is None and not self._barge_in_due())
 
     async def _hear_frames(self, pcm: bytes) -> None:
         hear = self._listener.hear
@@ -350,13 +358,16 @@ class Session:
         elif heard & SPECULATE and self._speculation is None:
             await self._speculate()
 
-    async def _maybe_barge_in(self) -> None:
-        if (
+    def _barge_in_due(self) -> bool:
+        return (
             self._taking.barge_in
             and self._reply_task is not None
             and not self._reply_task.done()
             and self._listener.utterance_speech_ms >= self._taking.barge_in_min_ms
-        ):
+        )
+
+    async def _maybe_barge_in(self) -> None:
+        if self._barge_in_due():
             await self.interrupt("barge_in")
 
     async def _end_of_turn(self) -> None:

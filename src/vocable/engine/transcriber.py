@@ -53,6 +53,17 @@ class Transcriber:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
+    def push_nowait(self, frame: bytes) -> bool:
+        """``push`` for an audio frame when the STT keeps up (the channel has room): False if it must wait."""
+        self._unannounced += 1
+        wake = self._unannounced >= WAKE_EVERY_FRAMES
+        if not self._input.put_nowait(frame, wake=wake):
+            self._unannounced -= 1
+            return False
+        if wake:
+            self._unannounced = 0
+        return True
+
     async def push(self, item: bytes | Flush) -> None:
         """Audio for the STT (waits when it lags: backpressure, not loss); a Flush owes a final transcript.
 

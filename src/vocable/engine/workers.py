@@ -53,8 +53,10 @@ def serve_workers(config_path: str | None, *, host: str, port: int, workers: int
         create_shared_ledger(ledger)
         os.environ[CONFIG_ENV] = str(Path(config_path).resolve()) if config_path else ""
         os.environ[LEDGER_ENV] = ledger
+        from vocable.transports.direct_frames import SERVE_OPTIONS
+
         config = uvicorn.Config("vocable.engine.workers:worker_app", factory=True, host=host, port=port,
-                                workers=workers, log_level=log_level, ws_max_size=1 << 20, lifespan="on")
+                                workers=workers, log_level=log_level, **SERVE_OPTIONS)
         sock = config.bind_socket()
         try:
             Multiprocess(config, sockets=[sock]).run()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -36,6 +36,7 @@ from vocable.engine.session import Session, SessionClosed
 from vocable.plugins.hookspecs import hookimpl
 from vocable.providers.base import ProviderSettings
 from vocable.transports.base import WIRE_SEND, Transport
+from vocable.transports.direct_frames import AWAIT_MESSAGE, DIRECT_FRAMES, DirectFrames
 from vocable.transports.protocol import (
     BadInput,
     InterruptMessage,
@@ -86,12 +87,21 @@ class Connection:
 
     Frames travel through the bare ASGI ``receive`` and ``send`` (Starlette's WebSocket checks its state
     and adds a wrapper on every message: a measurable share of a path that carries ~80 messages a second
-    per client); the handshake and the close go through the WebSocket, whose state is kept in step.
+    per client); the handshake and the close go through the WebSocket, whose state is kept in step. Under
+    ``vocable serve`` the server also offers ``direct`` frames (``transports/direct_frames.py``): audio is
+    heard as it is parsed while the reader is idle, and messages are written at once while the socket can
+    take them, without the ASGI queue, a task wake-up or a coroutine per frame.
     """
 
     def __init__(self, transport: WebSocketTransport, ws: WebSocket, session: Session, receive: Receive,
-                 send: Send) -> None:
+                 send: Send, direct: DirectFrames | None = None) -> None:
         self.transport = transport
+        self.direct = direct
+        self._idle = False  # the reader waits in ``receive`` with nothing in hand: a frame may be heard at once
+        self._pending: Awaitable[None] | None = None  # what ``_hear_now`` left for the reader to await
+        loop = asyncio.get_running_loop()
+        self._done: asyncio.Future[None] = loop.create_future()  # what a send that has already happened returns
+        self._done.set_result(None)
         self.settings = transport.settings
         self.ws = ws
         self._receive = receive
@@ -99,9 +109,10 @@ class Connection:
         self.session = session
         self.log = log.bind(session_id=session.id)
         self.bytes_in = self.bytes_out = self.messages_in = 0
+        self.heard_direct = 0  # of messages_in, the frames heard as they were parsed (direct frames)
         self._odd_reported = False
         self._sending = True  # False once the client cannot take more: the writer then only drains
-        self._ended: asyncio.Future[Ending] = asyncio.get_running_loop().create_future()
+        self._ended: asyncio.Future[Ending] = loop.create_future()
         self.send_started: float | None = None
         self.writer: asyncio.Task[None] | None = None
         self._direct = True  # producers may send directly (``take``) until the connection starts ending
@@ -110,6 +121,7 @@ class Connection:
         self._landed = asyncio.Event()
 
     def end(self, ending: Ending) -> None:
+        self._idle = False  # from here on frames queue for the reader, which is about to be cancelled
         if not self._ended.done():
             self._ended.set_result(ending)
         self._direct = False  # from here on everything goes through the channel and the (draining) writer
@@ -120,12 +132,19 @@ class Connection:
         reader = self._spawn(self._read(), "read")
         writer = self.writer = self._spawn(self._write(), "write")
         self.session.attach_sink(self)
+        if self.direct is not None:
+            self.direct.receiver = self._hear_now
         ending = Ending(1011, "internal_error", drain=False)
         try:
             ending = await self._ended
         finally:
+            self._idle = False
+            if self.direct is not None:
+                self.direct.receiver = None
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
+            if (pending := self._pending) is not None and asyncio.iscoroutine(pending):
+                pending.close()  # the reader never reached it: the session is closing anyway
             if not ending.drain or ending.code is None:
                 self._sending = False
             if writer.done():  # it ended early (or failed): keep draining, or closing the session could block
@@ -158,7 +177,11 @@ class Connection:
         limit = self.settings.max_message_bytes
         receive, feed_audio = self._receive, self.session.feed_audio
         while True:
-            message = await receive()
+            self._idle = True
+            try:
+                message = await receive()
+            finally:
+                self._idle = False
             data: bytes | None = message.get("bytes")
             text: str | None = None
             if data is not None:
@@ -172,6 +195,14 @@ class Connection:
                     except SessionClosed:
                         return ending_for_session(self.session)
                     continue
+            elif message["type"] == AWAIT_MESSAGE:  # the rest of a frame ``_hear_now`` heard
+                try:
+                    await message["awaitable"]
+                except SessionClosed:
+                    return ending_for_session(self.session)
+                finally:
+                    self._pending = None
+                continue
             elif message["type"] == "websocket.disconnect":
                 self.ws.client_state = WebSocketState.DISCONNECTED
                 return Ending(None, "client_disconnected", resumable=True)
@@ -182,6 +213,31 @@ class Connection:
             self.bytes_in += size
             if (ending := await self._on_other_message(data, text, size, limit)) is not None:
                 return ending
+
+    def _hear_now(self, data: bytes) -> bool | Awaitable[None]:
+        """The server's direct receiver: hear a well-formed audio frame as it is parsed, if nothing is ahead.
+
+        Called only while nothing waits in the ASGI queue; declining (False) sends the frame that way, to
+        the reader, in order: when the reader is busy with a message, and for anything but a plain frame.
+        What hearing leaves to await goes back as the awaitable, which the reader awaits before the next.
+        """
+        if not self._idle:
+            return False
+        size = len(data)
+        if size > self.settings.max_message_bytes or size & 1:
+            return False
+        try:
+            rest = self.session.feed_audio(data)
+        except SessionClosed:
+            return False  # the reader meets it again and ends the connection
+        self.messages_in += 1
+        self.heard_direct += 1
+        self.bytes_in += size
+        if rest is None:
+            return True
+        self._idle = False  # until the reader has awaited the rest, later frames queue behind it
+        self._pending = rest
+        return rest
 
     async def _on_other_message(self, data: bytes | None, text: str | None, size: int, limit: int) -> Ending | None:
         """Everything but a well-formed audio frame: text messages, oversized or odd-length binaries."""
@@ -244,17 +300,28 @@ class Connection:
     def can_take(self) -> bool:
         return self._direct and not self._in_flight and not self._holding
 
-    async def take(self, event: Event) -> None:
-        """Send one event now (the producers' way and the writer's): the only place frames are written."""
+    def take(self, event: Event) -> Awaitable[None]:
+        """Send one event now (the producers' way and the writer's): the only place frames are written.
+
+        Not a coroutine: with direct frames a message the socket can take at once is written here and a
+        finished future comes back, so most frames cost no coroutine at all.
+        """
         if not self._sending:
-            return  # the client cannot take more: drop, as the writer does when it only drains
+            return self._done  # the client cannot take more: drop, as the writer does when it only drains
+        data: bytes | str
         if type(event) is AudioOut:
-            message: dict[str, Any] = {"type": "websocket.send", "bytes": event.pcm}
-            size = len(event.pcm)
+            data = event.pcm
         else:
-            text = json.dumps(event.to_wire(), separators=(",", ":"), ensure_ascii=False, default=str)
-            message = {"type": "websocket.send", "text": text}
-            size = len(text)
+            data = json.dumps(event.to_wire(), separators=(",", ":"), ensure_ascii=False, default=str)
+        direct = self.direct
+        if direct is not None and direct.send(data):
+            self.bytes_out += len(data)
+            return self._done
+        return self._send(data)
+
+    async def _send(self, data: bytes | str) -> None:
+        message: dict[str, Any] = {"type": "websocket.send", "bytes": data} if type(data) is bytes else {
+            "type": "websocket.send", "text": data}
         self._in_flight = True
         self.send_started = time.monotonic()  # the transport's watchdog closes a send stuck past the timeout
         try:
@@ -264,7 +331,7 @@ class Connection:
             self._sending = False
             self.end(Ending(None, "client_disconnected", resumable=True))
         else:
-            self.bytes_out += size
+            self.bytes_out += len(data)
         finally:
             self.send_started = None
             self._in_flight = False
@@ -337,7 +404,7 @@ class WebSocketTransport(Transport):
     def routes(self) -> list[BaseRoute]:
         return [WebSocketRoute(self.settings.path, AudioEndpoint(self))]
 
-    async def endpoint(self, ws: WebSocket, receive: Receive, send: Send) -> None:
+    async def endpoint(self, ws: WebSocket, receive: Receive, send: Send, direct: DirectFrames | None = None) -> None:
         try:  # origin, rate limit and token are checked before accepting: a refused client costs nothing
             admission = await admit_websocket(self.engine.gate, ws)
         except Refused as refused:
@@ -358,14 +425,15 @@ class WebSocketTransport(Transport):
             return await self.refuse(ws, "capacity", str(exc), 1013)
         except (NotReady, TimeoutError) as exc:
             return await self.refuse(ws, "not_ready", f"the server is not ready: {exc}".rstrip(": "), 1013)
-        await self.serve(ws, session, receive, send)
+        await self.serve(ws, session, receive, send, direct)
 
-    async def serve(self, ws: WebSocket, session: Session, receive: Receive, send: Send) -> None:
+    async def serve(self, ws: WebSocket, session: Session, receive: Receive, send: Send,
+                    direct: DirectFrames | None = None) -> None:
         task = asyncio.current_task()
         assert task is not None
         self.live.add(task)
         self.connections_total += 1
-        connection = Connection(self, ws, session, receive, send)
+        connection = Connection(self, ws, session, receive, send, direct if isinstance(direct, DirectFrames) else None)
         self.connections.add(connection)
         if self._watchdog is None or self._watchdog.done():
             self._watchdog = asyncio.create_task(self._watch_slow_clients(), name="ws-slow-clients")
@@ -382,7 +450,8 @@ class WebSocketTransport(Transport):
                 self._watchdog = None
             connection.log.info(
                 "ws_closed", code=ending.code, reason=ending.reason, seconds=round(time.monotonic() - started, 2),
-                messages_in=connection.messages_in, bytes_in=connection.bytes_in, bytes_out=connection.bytes_out)
+                messages_in=connection.messages_in, heard_direct=connection.heard_direct, bytes_in=connection.bytes_in,
+                bytes_out=connection.bytes_out)
 
     async def deny(self, ws: WebSocket, refused: Refused) -> None:
         """Refuse the handshake with an HTTP status and a JSON body (scripts can read it; browsers see 1006)."""
@@ -429,7 +498,8 @@ class AudioEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ws = WebSocket(scope, receive=receive, send=send)  # handshake and close, through every middleware
-        await self.transport.endpoint(ws, receive, scope.get(WIRE_SEND, send))  # frames: the server's own
+        direct = scope.get("extensions", {}).get(DIRECT_FRAMES)  # offered by ``vocable serve``'s server
+        await self.transport.endpoint(ws, receive, scope.get(WIRE_SEND, send), direct)  # frames: the server's own
 
 
 @hookimpl

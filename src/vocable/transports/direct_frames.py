@@ -1,0 +1,134 @@
+"""uvicorn's WebSocket protocol plus one ASGI extension: audio frames in and out without the ASGI queue.
+
+Under plain ASGI every message a client sends becomes a dict on an ``asyncio.Queue``; uvicorn stops reading
+the socket until the app's ``receive`` has taken it (two libuv calls) and the app's reader task wakes to take
+it. Every message the app sends is a coroutine through ``send``. A voice session carries a 20 ms frame each
+way fifty times a second, so at a few hundred sessions this hand-off costs more than vocable's own work on
+the frame.
+
+``DirectFramesProtocol`` is uvicorn's websockets-sansio protocol, unchanged but for one extension in the
+scope, ``scope["extensions"]["vocable.direct_frames"]``: a ``DirectFrames`` object through which the app may
+
+- take binary messages by a synchronous callback (``receiver``), called from the protocol as the frame is
+  parsed, but only while nothing is queued for ``receive`` (so nothing is reordered); the callback may
+  decline a frame (it then goes the ASGI way) or return an awaitable, which reaches ``receive`` as a
+  ``vocable.direct_frames.await`` message to be awaited before the next message, in order;
+- send a message synchronously (``send``) when the socket can take it now; when it cannot (write buffer
+  full, closing, not yet open), ``send`` returns False and the app uses ASGI ``send`` as usual.
+
+The handshake, text messages, pings, close, backpressure and errors stay uvicorn's. An app that does not
+use the extension, or runs under a server that does not offer it, sees plain ASGI (vocable's WebSocket
+transport works either way). ``vocable serve`` runs uvicorn with this protocol (``SERVE_OPTIONS``).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState, ProtocolError
+from websockets.protocol import State
+
+DIRECT_FRAMES = "vocable.direct_frames"  # the extension's key in ``scope["extensions"]``
+AWAIT_MESSAGE = "vocable.direct_frames.await"  # a receive message: {"type": ..., "awaitable": ...}
+
+# what ``vocable serve`` passes to uvicorn (the one place these settings live; tests and benchmarks use them)
+SERVE_OPTIONS: dict[str, Any] = {
+    "ws": "vocable.transports.direct_frames:DirectFramesProtocol",
+    "ws_max_size": 1 << 20,
+    # PCM barely compresses, and zlib on every 20 ms frame each way costs more CPU than the rest of the frame's
+    # path; browsers offer permessage-deflate by default, so the server declines it
+    "ws_per_message_deflate": False,
+    "lifespan": "on",
+}
+
+Receiver = Callable[[bytes], "bool | Awaitable[Any]"]
+
+_PACK_16 = struct.Struct("!BBH").pack
+_PACK_64 = struct.Struct("!BBQ").pack
+
+
+def frame_header(opcode: int, length: int) -> bytes:
+    """The header of an unmasked, final, uncompressed frame (RFC 6455 5.2), as a server sends it."""
+    first = 0x80 | opcode
+    if length < 126:
+        return bytes((first, length))
+    if length < 1 << 16:
+        return _PACK_16(first, 126, length)
+    return _PACK_64(first, 127, length)
+
+
+class DirectFrames:
+    """The extension object one connection offers its app (see the module docstring)."""
+
+    __slots__ = ("_protocol", "receiver")
+
+    def __init__(self, protocol: DirectFramesProtocol) -> None:
+        self._protocol = protocol
+        self.receiver: Receiver | None = None
+
+    def send(self, data: bytes | str) -> bool:
+        """Write one message now if the socket can take it; False means use ASGI ``send`` instead.
+
+        Without a negotiated extension (permessage-deflate) the frame header is written here: the
+        payload goes out as it is, in one write. With one, the protocol library frames it.
+        """
+        protocol = self._protocol
+        if (protocol.close_sent or protocol.disconnected or not protocol.handshake_complete
+                or protocol.initial_response is not None or not protocol.writable.is_set()):
+            return False
+        conn = protocol.conn
+        binary = not isinstance(data, str)
+        payload = data if binary else data.encode()  # type: ignore[union-attr]
+        if conn.extensions or conn.expect_continuation_frame or conn.state is not State.OPEN or conn.debug:
+            try:
+                if binary:
+                    conn.send_binary(payload)
+                else:
+                    conn.send_text(payload)
+            except (InvalidState, ProtocolError):
+                return False
+            protocol.transport.write(b"".join(conn.data_to_send()))
+            return True
+        protocol.transport.write(frame_header(0x2 if binary else 0x1, len(payload)) + payload)
+        return True
+
+
+class DirectFramesProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets-sansio protocol offering the ``vocable.direct_frames`` extension."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.direct = DirectFrames(self)
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None and not self.close_sent:  # the app's task has not run yet: it sees the extension
+            scope["extensions"][DIRECT_FRAMES] = self.direct
+
+    def send_receive_event_to_app(self) -> None:
+        receiver = self.direct.receiver
+        if (receiver is None or self.curr_msg_data_type != "bytes" or len(self.frames) != 1
+                or self.close_sent or not self.queue.empty()):
+            return super().send_receive_event_to_app()
+        try:
+            outcome = receiver(self.frames[0])
+        except Exception:  # the app's bug: detach it, and this frame and the rest go the ASGI way
+            self.logger.exception("vocable direct_frames receiver failed; falling back to ASGI receive")
+            self.direct.receiver = None
+            return super().send_receive_event_to_app()
+        if outcome is False:
+            return super().send_receive_event_to_app()
+        self.frames = []
+        if outcome is not True:  # something to await before the next message: it queues like one
+            self.queue.put_nowait({"type": AWAIT_MESSAGE, "awaitable": outcome})  # type: ignore[typeddict-item]
+            if not self.read_paused:
+                self.read_paused = True
+                self.transport.pause_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.direct.receiver = None
+        super().connection_lost(exc)
