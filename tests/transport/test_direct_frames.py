@@ -168,3 +168,93 @@ async def test_uvicorns_own_protocol_offers_no_extension() -> None:
     async with serving(app, ws="websockets-sansio") as url:
         acks = await exchange(url, [b"one"])
     assert acks == [b"ack:one"] and app.direct is None and app.log == [("asgi", b"one")]
+
+
+# ------------------------------------------------------------------------- the binary-frame parser, byte by byte
+
+
+def client_frame(opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True) -> bytes:
+    """A frame as a client writes it (RFC 6455 5.2), masked unless told otherwise."""
+    from websockets.utils import apply_mask
+
+    length = len(payload)
+    first = (0x80 if fin else 0) | opcode
+    bit = 0x80 if masked else 0
+    if length < 126:
+        head = bytes((first, bit | length))
+    elif length < 1 << 16:
+        head = bytes((first, bit | 126)) + length.to_bytes(2, "big")
+    else:
+        head = bytes((first, bit | 127)) + length.to_bytes(8, "big")
+    if not masked:
+        return head + payload
+    mask = b"\x1f\x2e\x3d\x4c"
+    return head + mask + apply_mask(payload, mask)
+
+
+async def read_server_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    first, second = await reader.readexactly(2)
+    length = second & 0x7F
+    if length == 126:
+        length = int.from_bytes(await reader.readexactly(2), "big")
+    elif length == 127:
+        length = int.from_bytes(await reader.readexactly(8), "big")
+    return first & 0x0F, await reader.readexactly(length)
+
+
+@asynccontextmanager
+async def raw_client(url: str) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    host, port = url.removeprefix("ws://").rstrip("/").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    response = await reader.readuntil(b"\r\n\r\n")
+    assert response.startswith(b"HTTP/1.1 101"), response
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("piece", [1, 3, 7, 1 << 20])  # bytes per write: frames split anywhere, or many in one
+async def test_frames_split_anywhere_arrive_whole_and_in_order(piece: int) -> None:
+    app = App()
+    big, huge = bytes(range(256)) * 2, bytes(range(256)) * 300  # 16-bit and 64-bit length encodings
+    stream = b"".join([
+        client_frame(0x2, b"one"),
+        client_frame(0x2, big),
+        client_frame(0x9, b"ping?"),  # answered with a pong by the library
+        client_frame(0x1, "text".encode()),
+        client_frame(0x2, b"frag", fin=False), client_frame(0x0, b"ment"),  # fragmented: the library joins it
+        client_frame(0x2, huge),
+        client_frame(0x2, b"last"),
+    ])
+    async with serving(app) as url, raw_client(url) as (reader, writer):
+        for i in range(0, len(stream), piece):
+            writer.write(stream[i : i + piece])
+            await writer.drain()
+            if piece < 8:
+                await asyncio.sleep(0)
+        got = [await asyncio.wait_for(read_server_frame(reader), 5) for _ in range(7)]
+        writer.write(client_frame(0x8, (1000).to_bytes(2, "big")))
+        assert (await asyncio.wait_for(read_server_frame(reader), 5))[0] == 0x8  # the close is answered
+    assert (0xA, b"ping?") in got
+    assert [data for _, data in app.log] == [b"one", big, b"text", b"fragment", huge, b"last"]
+    sources = dict((data, source) for source, data in app.log)
+    assert sources[b"one"] == sources[big] == sources[huge] == "direct" and sources[b"fragment"] == "asgi"
+
+
+@pytest.mark.parametrize(("frame", "code"), [
+    (client_frame(0x2, b"x" * 2000), 1009),  # above ws_max_size
+    (client_frame(0x2, b"unmasked", masked=False), 1002),
+    (client_frame(0x0, b"stray continuation"), 1002),
+], ids=["too_large", "unmasked", "stray_continuation"])
+async def test_bad_frames_are_closed_by_the_protocol_library(frame: bytes, code: int) -> None:
+    app = App()
+    async with serving(app, ws_max_size=1024) as url, raw_client(url) as (reader, writer):
+        writer.write(client_frame(0x2, b"fine") + frame + client_frame(0x2, b"never seen"))
+        opcode, payload = await asyncio.wait_for(read_server_frame(reader), 5)
+        assert (opcode, payload) == (0x2, b"ack:fine")
+        opcode, payload = await asyncio.wait_for(read_server_frame(reader), 5)
+        assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == code
+    assert [data for _, data in app.log] == [b"fine"]
