@@ -49,7 +49,8 @@ def main() -> None:
         ("pipecat_turn", "pipecat_turn_overhead.py", turns, 900),
         ("pipecat_turn_timed", "pipecat_turn_overhead.py", [*turns, "--scenario", "timed"], 900),
         ("capacity", "ws_capacity.py",
-         ["--kinds", "vocable,pipecat,echo,vocable_w2,echo_w2", *(["--quick"] if args.quick else [])], 5400),
+         ["--kinds", "vocable,pipecat,echo,echo_direct,vocable_w2,echo_w2", *(["--quick"] if args.quick else [])],
+         5400),
     ]
     results: dict[str, Any] = {}
     for name, script, script_args, timeout_s in jobs:
@@ -77,7 +78,7 @@ def main() -> None:
                          "<= 0.5x", p["ratio_p95"] <= 0.5))
     if "capacity" in results:
         c = results["capacity"]
-        for kind in ("vocable", "pipecat", "echo", "vocable_w2", "echo_w2"):
+        for kind in ("vocable", "pipecat", "echo", "echo_direct", "vocable_w2", "echo_w2"):
             if f"{kind}_capacity" in c:
                 rows.append((f"WS sessions at lateness p99 < 20 ms: {kind}", c[f"{kind}_capacity"],
                              "", ""))
@@ -91,6 +92,8 @@ def main() -> None:
         if "vocable_vs_echo" in c:
             rows.append(("capacity vocable / Starlette echo", c["vocable_vs_echo"], ">= 0.8",
                          c["vocable_vs_echo"] >= 0.8))
+        if "vocable_vs_echo_direct" in c:
+            rows.append(("capacity vocable / the echo on vocable's server protocol", c["vocable_vs_echo_direct"], "", ""))
         for kind in ("vocable", "pipecat", "echo"):
             if c.get(f"{kind}_rss_per_session_mib") is not None:
                 goal = "<= 2" if kind == "vocable" else ""

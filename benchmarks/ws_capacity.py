@@ -58,7 +58,9 @@ REPLY = ("Sure. Here is a reply that is long enough to take about two seconds to
 TRANSCRIPT = "what is the weather like today"
 LATENESS_GOAL_MS = 20.0
 SERVER_CPU, CLIENT_CPU = 0, 1
-PATHS = {"vocable": "/ws/audio", "pipecat": "/ws", "echo": "/ws"}
+# echo_direct: the same echo on vocable's server protocol (SERVE_OPTIONS), which it gains from only through the
+# protocol's own frame parser (it uses no extension): what of vocable's gain any ASGI app would get there
+PATHS = {"vocable": "/ws/audio", "pipecat": "/ws", "echo": "/ws", "echo_direct": "/ws"}
 
 
 def split_kind(kind: str) -> tuple[str, int]:
@@ -68,7 +70,7 @@ def split_kind(kind: str) -> tuple[str, int]:
     if base in ("vocable", "echo") and count.isdigit() and int(count) >= 1:
         return base, int(count)
     if kind not in PATHS:
-        raise SystemExit(f"unknown server kind {kind!r}: vocable, pipecat, echo, vocable_wN or echo_wN")
+        raise SystemExit(f"unknown server kind {kind!r}: vocable, pipecat, echo, echo_direct, vocable_wN or echo_wN")
     return kind, 0
 
 
@@ -245,11 +247,11 @@ def serve(kind: str, port: int, variant: str = "") -> None:
     import uvicorn
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    app = {"vocable": vocable_app, "pipecat": pipecat_app, "echo": echo_app}[kind]()
+    app = {"vocable": vocable_app, "pipecat": pipecat_app, "echo": echo_app, "echo_direct": echo_app}[kind]()
     # uvicorn as `vocable serve` runs it; the echo and Pipecat on uvicorn's own WebSocket protocol, vocable on
     # its subclass that offers direct frames (which only vocable's transport uses)
     options: dict[str, object] = {"ws_max_size": 1 << 20, "lifespan": "on"}
-    if kind == "vocable":
+    if kind in ("vocable", "echo_direct"):
         try:
             from vocable.transports.direct_frames import SERVE_OPTIONS
         except ImportError:  # a revision from before direct frames (ab_variants.py --revs)
@@ -692,7 +694,7 @@ def main() -> None:
                      figures[f"{kind}_cpu_bound_sessions_per_core"], r.get("rss_per_session_mib"), r.get("threads")))
     if "vocable" in results:
         voc = results["vocable"].get("capacity", 0)
-        for other in ("pipecat", "echo"):
+        for other in ("pipecat", "echo", "echo_direct"):
             if other in results and results[other].get("capacity"):
                 figures[f"vocable_vs_{other}"] = round(voc / results[other]["capacity"], 2)
             if figures.get(f"{other}_cpu_bound_sessions_per_core") and figures.get("vocable_cpu_bound_sessions_per_core"):
