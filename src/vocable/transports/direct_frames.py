@@ -49,8 +49,9 @@ AWAIT_MESSAGE = "vocable.direct_frames.await"  # a receive message: {"type": ...
 SERVE_OPTIONS: dict[str, Any] = {
     "ws": "vocable.transports.direct_frames:DirectFramesProtocol",
     "ws_max_size": 1 << 20,
-    # PCM barely compresses, and zlib on every 20 ms frame each way costs more CPU than the rest of the frame's
-    # path; browsers offer permessage-deflate by default, so the server declines it
+    # browsers offer permessage-deflate, and PCM does not repay it: measured on noisy speech-like 20 ms frames,
+    # zlib (uvicorn's settings) saves 2 % of the bytes (640 -> 626) for ~49 us of CPU per frame, more than the
+    # rest of the frame's path; so the server declines it
     "ws_per_message_deflate": False,
     "lifespan": "on",
 }
