@@ -47,6 +47,9 @@ def _why_not() -> str | None:
     return None
 
 
+SERVE_LOG: dict[str, Path] = {}  # the served fixture's log file, for tests that read what the server logged
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -59,7 +62,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if (reason := _why_not()) is not None:
         pytest.skip(reason)
     port = _free_port()
-    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+    log_path = SERVE_LOG["path"] = tmp_path_factory.mktemp("serve") / "serve.log"
     log = log_path.open("wb")
     process = subprocess.Popen([str(VOCABLE), "serve", "--host", "127.0.0.1", "--port", str(port)],
                                stdout=log, stderr=subprocess.STDOUT,
@@ -152,3 +155,24 @@ async def test_interrupt_mid_reply_stops_the_audio(served: str) -> None:
         assert audio_bytes(after) == 0, "no reply audio may follow 'interrupted'"
         metrics = events(after, "metrics")
         assert metrics and metrics[0]["turn_id"] == interrupted["turn_id"] and metrics[0]["interrupted"] is True
+
+
+async def test_audio_frames_are_heard_as_parsed_under_vocable_serve(served: str) -> None:
+    """`vocable serve` runs uvicorn with vocable's own protocol: frames skip the ASGI queue (``ws_closed`` counts them)."""
+    async with connect(_ws(served), compression=None) as client:
+        ready = await client.next("ready", 30)
+        await send_audio(client, silence(2000), realtime=True)  # 100 frames at real time: the reader is idle for each
+        await client.send({"type": "end"})
+        assert (await client.closed())[0] == 1000
+    import re
+
+    line = ""
+    for _ in range(50):
+        lines = [x for x in SERVE_LOG["path"].read_text().splitlines() if "ws_closed" in x and ready["session_id"] in x]
+        if lines:
+            line = lines[-1]
+            break
+        await asyncio.sleep(0.1)
+    counts = {key: int(value) for key, value in re.findall(r"(heard_direct|messages_in)=(\d+)", line)}
+    assert counts["messages_in"] == 101, line  # 100 frames and the `end`
+    assert counts["heard_direct"] >= 95, line
