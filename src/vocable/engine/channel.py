@@ -53,6 +53,19 @@ class Channel(Generic[T]):
             await self._writable.wait()
         if self._closed:
             raise ChannelClosed
+        self._append(item, wake)
+
+    def put_nowait(self, item: T, *, wake: bool = True) -> bool:
+        """Append if there is room; return False (and drop nothing already queued) when full or closed.
+
+        ``wake`` as for ``put``.
+        """
+        if self._closed or len(self._items) >= self.maxsize:
+            return False
+        self._append(item, wake)
+        return True
+
+    def _append(self, item: T, wake: bool) -> None:
         items = self._items
         items.append(item)
         if not wake:
@@ -60,22 +73,6 @@ class Channel(Generic[T]):
         elif len(items) == 1 or self._deferred:  # a reader waits only on an empty channel: wake it once
             self._deferred = False
             self._readable.set()
-
-    def put_nowait(self, item: T, *, wake: bool = True) -> bool:
-        """Append if there is room; return False (and drop nothing already queued) when full or closed.
-
-        ``wake`` as for ``put``.
-        """
-        items = self._items
-        if self._closed or len(items) >= self.maxsize:
-            return False
-        items.append(item)
-        if not wake:
-            self._deferred = True
-        elif len(items) == 1 or self._deferred:
-            self._deferred = False
-            self._readable.set()
-        return True
 
     async def get(self) -> T | None:
         """The next item, or None once the channel is closed and drained."""

@@ -55,13 +55,10 @@ class Transcriber:
 
     def push_nowait(self, frame: bytes) -> bool:
         """``push`` for an audio frame when the STT keeps up (the channel has room): False if it must wait."""
-        self._unannounced += 1
-        wake = self._unannounced >= WAKE_EVERY_FRAMES
+        wake = self._unannounced + 1 >= WAKE_EVERY_FRAMES
         if not self._input.put_nowait(frame, wake=wake):
-            self._unannounced -= 1
             return False
-        if wake:
-            self._unannounced = 0
+        self._unannounced = 0 if wake else self._unannounced + 1
         return True
 
     async def push(self, item: bytes | Flush) -> None:
