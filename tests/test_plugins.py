@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import types
 from pathlib import Path
@@ -100,3 +101,69 @@ def test_first_party_providers_come_through_entry_points():
     assert names["core"] == "vocable.plugins.core"
     host = PluginHost()
     assert host.provider("vad", "energy").plugin == "core"
+
+
+# ---------------------------------------------------------------------------------------- observer order
+
+
+def observer(calls, label, *, is_async=False, fail=False, **opts):
+    """A plugin whose session_started records ``label`` (after a yield to the loop when async), then maybe fails."""
+    if is_async:
+        async def session_started(session):
+            await asyncio.sleep(0)
+            calls.append(label)
+            if fail:
+                raise RuntimeError(f"{label} failed")
+    else:
+        def session_started(session):
+            calls.append(label)
+            if fail:
+                raise RuntimeError(f"{label} failed")
+    plugin = types.ModuleType(label)
+    plugin.session_started = hookimpl(**opts)(session_started)
+    return plugin
+
+
+async def test_observers_run_in_pluggys_order():
+    calls = []
+    host = PluginHost(autoload=False)
+    for label, opts in [("plain-a", {}), ("first", {"tryfirst": True}), ("last", {"trylast": True}), ("plain-b", {})]:
+        host.add(observer(calls, label, **opts), name=label)
+    host.pm.hook.session_started(session="s")
+    pluggy_order, calls[:] = list(calls), []
+    await host.notify("session_started", session="s")
+    assert calls == pluggy_order == ["first", "plain-b", "plain-a", "last"]
+
+
+async def test_async_observers_are_awaited_in_order_and_failures_stay_local():
+    calls = []
+    host = PluginHost(autoload=False)
+    for label, opts in [("async-last", {"trylast": True, "is_async": True}), ("sync-boom", {"fail": True}),
+                        ("async-boom", {"is_async": True, "fail": True}), ("sync", {}),
+                        ("async-first", {"tryfirst": True, "is_async": True})]:
+        host.add(observer(calls, label, **opts), name=label)
+    await host.notify("session_started", session="s")
+    assert calls == ["async-first", "sync", "async-boom", "sync-boom", "async-last"]
+
+
+@pytest.mark.parametrize("style", ["wrapper", "hookwrapper"])
+async def test_observer_wrappers_are_refused_at_registration(style):
+    calls = []
+
+    def session_started(session):
+        calls.append("before")
+        result = yield
+        calls.append("after")
+        return result
+
+    wrapping = types.ModuleType("wrapping")
+    wrapping.session_started = hookimpl(**{style: True})(session_started)
+    host = PluginHost(autoload=False)
+    host.add(observer(calls, "plain"), name="plain")
+    host.add(wrapping, name="wrapping")
+    assert host.plugin_names() == ["plain"]
+    (failure,) = host.failures
+    assert failure.plugin == "wrapping"
+    assert "session_started" in failure.error and "wrapping" in failure.error and style in failure.error
+    await host.notify("session_started", session="s")
+    assert calls == ["plain"]

@@ -26,6 +26,8 @@ log = structlog.get_logger("vocable.plugins")
 ENTRY_POINT_GROUP = "vocable"
 AUTOLOAD_ENV = "VOCABLE_DISABLE_PLUGIN_AUTOLOAD"
 KINDS = ("stt", "llm", "tts", "vad", "turn", "metrics")
+# The hooks ``PluginHost.notify`` calls, one implementation at a time, instead of through pluggy's own call.
+OBSERVER_HOOKS = frozenset({"session_started", "session_ended", "turn_completed", "turn_metrics"})
 
 # First-party provider names and the install that brings them: used in "unknown provider" errors.
 FIRST_PARTY_EXTRAS: dict[str, str] = {
@@ -104,6 +106,7 @@ class PluginHost:
             return
         try:
             self.pm.register(plugin, name=plugin_name)
+            self._refuse_observer_wrappers(plugin, plugin_name)
             self._collect(plugin, plugin_name)
         except Exception as exc:
             if self.pm.is_registered(plugin):
@@ -113,6 +116,23 @@ class PluginHost:
     def _fail(self, name: str, exc: BaseException) -> None:
         self.failures.append(PluginFailure(name, f"{type(exc).__name__}: {exc}"))
         log.warning("plugin_failed", plugin=name, error=f"{type(exc).__name__}: {exc}")
+
+    def _refuse_observer_wrappers(self, plugin: object, plugin_name: str) -> None:
+        """Refuse a ``wrapper=True``/``hookwrapper=True`` implementation of an observer hook.
+
+        ``notify`` calls observers one by one (so one failure stays local and each awaitable is awaited in
+        turn), which leaves nothing for a wrapper to wrap: accepted, it would silently never run. Wrappers
+        of the registration hooks are fine, since pluggy calls those itself.
+        """
+        for caller in self.pm.get_hookcallers(plugin) or ():
+            if caller.name not in OBSERVER_HOOKS:
+                continue
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin and (impl.wrapper or impl.hookwrapper):
+                    style = "wrapper=True" if impl.wrapper else "hookwrapper=True"
+                    raise pluggy.PluginValidationError(
+                        plugin, f"plugin {plugin_name!r} implements the observer hook {caller.name} with {style}; "
+                        "observer hooks do not support wrappers (use tryfirst/trylast to order them)")
 
     def _collect(self, plugin: object, plugin_name: str) -> None:
         caller = self.pm.subset_hook_caller
@@ -162,9 +182,15 @@ class PluginHost:
     async def notify(self, hook: str, **kwargs: Any) -> None:
         """Call an observer hook on every plugin and await what comes back (datasette's ``await_me_maybe``).
 
-        One failing observer, sync or async, is logged and never stops the others or the session.
+        One failing observer, sync or async, is logged and never stops the others or the session, which is
+        why this loops over the implementations rather than calling ``pm.hook.<hook>(...)``. It keeps pluggy's
+        order all the same (tryfirst, then last registered first, then trylast): pluggy's own call walks
+        ``get_hookimpls()`` from the end, and so does this (tests/test_plugins.py compares the two). Each
+        awaitable is awaited before the next observer is called. Wrappers never get here: ``add`` refuses them.
         """
-        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+        if hook not in OBSERVER_HOOKS:
+            raise ValueError(f"{hook!r} is not an observer hook: {sorted(OBSERVER_HOOKS)}")
+        for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):
             try:
                 result = impl.function(**{k: kwargs[k] for k in impl.argnames if k in kwargs})
                 if inspect.isawaitable(result):
