@@ -34,8 +34,8 @@ async def test_post_session_needs_the_api_key_and_gives_a_token():
         body = response.json()
         assert body["expires_in"] == 60 and body["token"].count(".") == 2
         assert (await client.post("/session/dashboard-token", headers={"Origin": "http://t"})).status_code == 401
-        config = (await client.get("/config")).json()
-        assert KEY not in str(config)
+        config = (await client.get("/config", headers={"Authorization": f"Bearer {KEY}"})).json()
+        assert KEY not in str(config) and config["server"]["auth"]["api_key"]
 
 
 @pytest.fixture(params=["local", "sqlite"])
@@ -74,8 +74,14 @@ async def test_tokens_are_checked_before_anything_else(ledger):
     with pytest.raises(Refused) as info:
         await gate.admit(token=token, **admit)
     assert info.value.code == "token_used"
+    with pytest.raises(Refused) as info:  # bound, but its session is not parked: no second live session
+        await gate.admit(token=token, resume_session_id="ses_1", **admit)
+    assert info.value.code == "token_used"
+    await gate.ledger.park("ses_1", [], time.time() + 30)  # its connection dropped
     resumed = await gate.admit(token=token, resume_session_id="ses_1", **admit)
-    assert resumed.resume_session_id == "ses_1"
+    assert resumed.resume_session_id == "ses_1" and resumed.memory == []
+    with pytest.raises(Refused):  # taken: the same token cannot resume it twice
+        await gate.admit(token=token, resume_session_id="ses_1", **admit)
     with pytest.raises(Refused):
         await gate.admit(token=token, resume_session_id="ses_other", **admit)
     fresh = gate.issue()["token"]
@@ -108,16 +114,21 @@ def test_short_api_key_is_a_config_error():
     assert "short" not in str(info.value)
 
 
+async def _dropped_after_one_turn(engine: Engine, text: str):
+    session = await engine.open_session(transport="test", pace=False)
+    await session.send_text(text)
+    while session._reply_task is not None and not session._reply_task.done():
+        await session._reply_task
+    await engine.close_session(session, "client_gone", resumable=True)
+    return session
+
+
 async def test_a_dropped_session_resumes_inside_the_grace_window_only():
     from vocable.engine.gate import Admission
 
     engine = engine_with({"resume_grace_s": 0.5})
     await engine.start()
-    session = await engine.open_session(transport="test", pace=False)
-    await session.send_text("remember the number seven")
-    while session._reply_task is not None and not session._reply_task.done():
-        await session._reply_task
-    await engine.close_session(session, "client_gone", resumable=True)
+    session = await _dropped_after_one_turn(engine, "remember the number seven")
     again = await engine.open_session(transport="test", admission=Admission(None, session.id))
     assert again.id == session.id and again.resumed
     assert again.memory.messages[0].content == "remember the number seven"
@@ -126,4 +137,24 @@ async def test_a_dropped_session_resumes_inside_the_grace_window_only():
     late = await engine.open_session(transport="test", admission=Admission(None, session.id))
     assert late.id != session.id and not late.resumed
     await engine.close_session(late)
+    await engine.stop()
+
+
+async def test_a_resume_refused_by_a_full_server_keeps_its_conversation():
+    from vocable.engine.engine import CapacityError
+
+    engine = engine_with({"resume_grace_s": 30, "max_sessions": 1})
+    await engine.start()
+    session = await _dropped_after_one_turn(engine, "remember the number seven")
+    other = await engine.open_session(transport="test", pace=False)  # the only slot is taken
+    admit = dict(token=None, origin=None, host=None, client="1.2.3.4", resume_session_id=session.id)
+    admission = await engine.gate.admit(**admit)
+    assert admission.memory, "the parked conversation was taken for this connection"
+    with pytest.raises(CapacityError):
+        await engine.open_session(transport="test", admission=admission)
+    await engine.close_session(other)
+    again = await engine.open_session(transport="test", admission=await engine.gate.admit(**admit))
+    assert again.id == session.id and again.resumed
+    assert again.memory.messages[0].content == "remember the number seven"
+    await engine.close_session(again)
     await engine.stop()

@@ -12,7 +12,9 @@ from typing import Any
 
 import structlog
 
-REDACTED = "**********"
+from vocable.redaction import REDACTED, redact_url, url_secrets
+
+__all__ = ["REDACTED", "SecretScrubber", "configure_logging", "scrubber"]
 
 
 class SecretScrubber:
@@ -25,12 +27,17 @@ class SecretScrubber:
         if value and len(value) >= 4:
             self.secrets.add(value)
 
+    def add_url(self, url: str) -> None:
+        """A configured URL's password and secret parameters become known secrets too."""
+        for secret in url_secrets(url):
+            self.add(secret)
+
     def scrub(self, value: Any) -> Any:
         if isinstance(value, str):
             for secret in self.secrets:
                 if secret in value:
                     value = value.replace(secret, REDACTED)
-            return value
+            return redact_url(value)
         if isinstance(value, dict):
             return {k: self.scrub(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
@@ -38,8 +45,6 @@ class SecretScrubber:
         return value
 
     def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-        if not self.secrets:
-            return event_dict
         return {k: self.scrub(v) for k, v in event_dict.items()}
 
 

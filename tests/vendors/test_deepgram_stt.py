@@ -25,7 +25,7 @@ def make_stt(standin: DeepgramStandin, **overrides: object) -> DeepgramSTT:
     values: dict[str, object] = {
         "api_key": API_KEY,
         "base_url": standin.url,
-        "timeout_s": 1.0,
+        "request_timeout_s": 1.0,
         "retry_delay_s": 0.01,
         "max_reconnects": 2,
         "finalize_timeout_s": 1.0,
@@ -151,7 +151,7 @@ async def test_hang_at_upgrade_times_out(deepgram: DeepgramStandin) -> None:
     deepgram.set_mode("hang")
     started = time.monotonic()
     with pytest.raises(ProviderTimeout):
-        await transcribe(make_stt(deepgram, timeout_s=0.3, max_reconnects=1), [speech(400), FLUSH])
+        await transcribe(make_stt(deepgram, request_timeout_s=0.3, max_reconnects=1), [speech(400), FLUSH])
     assert deepgram.attempts == 2
     assert time.monotonic() - started < 3
 

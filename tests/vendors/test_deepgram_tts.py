@@ -24,7 +24,7 @@ def make_tts(standin: DeepgramStandin, **overrides: object) -> DeepgramTTS:
     values: dict[str, object] = {
         "api_key": API_KEY,
         "base_url": standin.url,
-        "timeout_s": 2.0,
+        "request_timeout_s": 2.0,
         "max_retries": 2,
         "retry_delay_s": 0.01,
     }
@@ -118,7 +118,7 @@ async def test_hang_times_out(deepgram: DeepgramStandin) -> None:
     deepgram.set_mode("hang")
     started = time.monotonic()
     with pytest.raises(ProviderTimeout):
-        await synthesize(make_tts(deepgram, timeout_s=0.3, max_retries=1))
+        await synthesize(make_tts(deepgram, request_timeout_s=0.3, max_retries=1))
     assert deepgram.attempts == 2 and time.monotonic() - started < 3
 
 

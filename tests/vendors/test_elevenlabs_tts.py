@@ -51,7 +51,7 @@ def make_tts(standin: ElevenLabsStandin, **overrides: object) -> ElevenLabsTTS:
         "api_key": API_KEY,
         "base_url": standin.url,
         "voice_id": "voice-123",
-        "timeout_s": 2.0,
+        "request_timeout_s": 2.0,
         "max_retries": 2,
         "retry_delay_s": 0.01,
         "output_format": "pcm_16000",
@@ -139,7 +139,7 @@ async def test_http_hang_times_out(elevenlabs: ElevenLabsStandin) -> None:
     elevenlabs.set_mode("hang")
     started = time.monotonic()
     with pytest.raises(ProviderTimeout):
-        await run_synthesize(make_tts(elevenlabs, mode="http", timeout_s=0.3, max_retries=1))
+        await run_synthesize(make_tts(elevenlabs, mode="http", request_timeout_s=0.3, max_retries=1))
     assert elevenlabs.attempts == 2 and time.monotonic() - started < 3
 
 
@@ -212,7 +212,7 @@ async def test_websocket_hang_times_out(elevenlabs: ElevenLabsStandin) -> None:
     elevenlabs.set_mode("hang")
     started = time.monotonic()
     with pytest.raises(ProviderTimeout):
-        await run_speak(make_tts(elevenlabs, timeout_s=0.3, max_retries=1), pieces(REPLY))
+        await run_speak(make_tts(elevenlabs, request_timeout_s=0.3, max_retries=1), pieces(REPLY))
     assert elevenlabs.attempts == 2 and time.monotonic() - started < 3
 
 

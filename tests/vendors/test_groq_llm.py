@@ -24,7 +24,7 @@ def make_llm(standin: GroqStandin, **overrides: object) -> GroqLLM:
     values: dict[str, object] = {
         "api_key": API_KEY,
         "base_url": standin.url,
-        "timeout_s": 2.0,
+        "request_timeout_s": 2.0,
         "max_retries": 2,
         "retry_delay_s": 0.01,
     }
@@ -116,14 +116,14 @@ async def test_hang_times_out(groq: GroqStandin) -> None:
     groq.set_mode("hang")
     started = time.monotonic()
     with pytest.raises(ProviderTimeout):
-        await run(make_llm(groq, timeout_s=0.3, max_retries=1))
+        await run(make_llm(groq, request_timeout_s=0.3, max_retries=1))
     assert groq.attempts == 2
     assert time.monotonic() - started < 3
 
 
 async def test_slow_stream_within_timeout_succeeds(groq: GroqStandin) -> None:
     groq.set_mode("slow", slow_delay_s=0.05)
-    assert text_of(await run(make_llm(groq, timeout_s=1.0))) == DEFAULT_REPLY
+    assert text_of(await run(make_llm(groq, request_timeout_s=1.0))) == DEFAULT_REPLY
 
 
 async def test_drop_mid_stream_is_not_restarted(groq: GroqStandin) -> None:

@@ -69,6 +69,30 @@ class ServerConfig(Section):
     resume_grace_s: float = Field(default=30.0, ge=0, description="a dropped session may resume this long")
     idle_timeout_s: float | None = Field(default=300.0, gt=0, description="end a session with no user speech or text")
     max_session_s: float | None = Field(default=3600.0, gt=0, description="end any session after this long")
+    max_turns_per_minute: int = Field(
+        default=30, ge=0, description="typed turns one session may start a minute; more get a rate_limited error. 0: off")
+    metrics_token: SecretStr | None = Field(
+        default=None, description="with auth on, a bearer token that reads only GET /metrics (for Prometheus)")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses (or CIDR networks) whose X-Forwarded-For / X-Forwarded-Proto are believed; empty: none")
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="a connection that has not sent a whole request head by then is closed")
+    limit_concurrency: int | None = Field(
+        default=None, ge=1, description="connections and tasks at once before new HTTP requests get 503; null: "
+                                        "max_sessions x 2 + 100")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR network (e.g. 10.0.0.0/8)") from None
+        return value
 
 
 class MemoryConfig(Section):

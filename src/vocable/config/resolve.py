@@ -5,7 +5,6 @@ The result, ``ResolvedConfig``, is what the engine runs on, and ``redacted`` is 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,11 +14,8 @@ from vocable.config.loader import ConfigError, format_path, pydantic_errors
 from vocable.config.model import ProviderRef, VocableConfig
 from vocable.plugins.manager import PluginHost
 from vocable.providers.errors import ProviderUnavailable
+from vocable.redaction import REDACTED, is_secret_key, redact_url
 
-_SECRET_WORDS = ("key", "token", "secret", "password", "credential", "authorization")
-REDACTED = "**********"
-_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
-_URL_SECRET_PARAM = re.compile(r"([?&](?:password|passwd|pwd|secret|token|api_key|key)=)[^&#]*", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,11 +107,10 @@ def _redact(value: Any, key: str = "") -> Any:
         return {k: _redact(v, str(k)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_redact(v, key) for v in value]
-    if isinstance(value, str) and value and any(word in key.lower() for word in _SECRET_WORDS):
+    if isinstance(value, str) and value and is_secret_key(key):
         return REDACTED
-    if isinstance(value, str) and "://" in value:
-        value = _URL_PASSWORD.sub(r"\1" + REDACTED + "@", value)
-        return _URL_SECRET_PARAM.sub(r"\1" + REDACTED, value)
+    if isinstance(value, str):
+        return redact_url(value)
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)

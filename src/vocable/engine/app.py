@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +65,25 @@ def build_app(engine: Engine) -> Starlette:
             body["error"] = engine.load_error
         return JSONResponse(body, status_code=200 if engine.ready else 503)
 
+    def refusal(refused: Refused) -> Response:
+        return JSONResponse({"error": refused.code, "message": refused.reason}, status_code=refused.status,
+                            headers={"WWW-Authenticate": "Bearer"} if refused.status == 401 else None)
+
+    def operator_only(handler: Callable[[Request], Awaitable[Response]], *, metrics: bool = False
+                      ) -> Callable[[Request], Awaitable[Response]]:
+        """With ``server.auth`` on, the wrapped route needs ``Authorization: Bearer <api key>``
+        (``/metrics`` also takes ``server.metrics_token``)."""
+        token = engine.config.server.metrics_token
+        extra = token.get_secret_value() if metrics and token is not None else None
+
+        async def guarded(request: Request) -> Response:
+            try:
+                engine.gate.check_reader(request.headers.get("authorization"), extra_key=extra)
+            except Refused as refused:
+                return refusal(refused)
+            return await handler(request)
+        return guarded
+
     async def sessions(request: Request) -> Response:
         mine = [{**s.summary(), **({"worker": engine.worker_id} if engine.worker_id else {})}
                 for s in list(engine.sessions.values())]
@@ -72,6 +92,10 @@ def build_app(engine: Engine) -> Starlette:
 
     async def transcript(request: Request) -> Response:
         session_id = request.path_params["session_id"]
+        try:
+            await engine.gate.check_session_reader(request.headers.get("authorization"), session_id)
+        except Refused as refused:
+            return refusal(refused)
         if engine.store is None:
             return JSONResponse({"error": "persistence is off: set storage.url in the config"}, status_code=404)
         data = await engine.store.transcript(session_id)
@@ -84,7 +108,7 @@ def build_app(engine: Engine) -> Starlette:
             await engine.gate.check_rate(request.client.host if request.client else None)
             engine.gate.check_api_key(request.headers.get("authorization"))
         except Refused as refused:
-            return JSONResponse({"error": refused.code, "message": refused.reason}, status_code=refused.status)
+            return refusal(refused)
         return JSONResponse(engine.gate.issue())
 
     async def dashboard_token(request: Request) -> Response:
@@ -122,11 +146,11 @@ def build_app(engine: Engine) -> Starlette:
         Route("/health", health),
         Route("/session", issue_token, methods=["POST"]),
         Route("/session/dashboard-token", dashboard_token, methods=["POST"]),
-        Route("/sessions", sessions),
+        Route("/sessions", operator_only(sessions)),
         Route("/sessions/{session_id}/transcript", transcript),
-        Route("/config", config),
+        Route("/config", operator_only(config)),
         Route("/client-config", client_config),
-        Route("/metrics", metrics),
+        Route("/metrics", operator_only(metrics, metrics=True)),
     ]
     for transport in engine.transports:
         routes.extend(transport.routes())

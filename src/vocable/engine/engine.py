@@ -104,6 +104,9 @@ class Engine:
         def walk(value: Any) -> None:
             if isinstance(value, SecretStr):
                 scrubber.add(value.get_secret_value())
+                scrubber.add_url(value.get_secret_value())
+            elif isinstance(value, str):
+                scrubber.add_url(value)  # a base_url with a password in it is as secret as an API key
             elif isinstance(value, BaseModel):
                 for name in type(value).model_fields:
                     walk(getattr(value, name))
@@ -115,6 +118,10 @@ class Engine:
         auth = self.config.server.auth
         if auth is not None:
             scrubber.add(auth.api_key.get_secret_value())
+        if self.config.server.metrics_token is not None:
+            scrubber.add(self.config.server.metrics_token.get_secret_value())
+        if self.config.storage.url:
+            scrubber.add_url(self.config.storage.url)
 
     # ------------------------------------------------------------------------------------ life cycle
 
@@ -214,12 +221,12 @@ class Engine:
         except BaseException:
             await self.gate.release(admission)
             raise
-        memory = None
         resume_id = admission.resume_session_id if admission is not None else None
-        if resume_id is not None:
+        memory = admission.memory if admission is not None else None
+        if resume_id is not None and memory is None:  # an admission made by hand, not by the gate
             memory = await self.ledger.take(resume_id)
-            if memory is not None:
-                session_id = resume_id
+        if memory is not None:
+            session_id = resume_id
         session = Session(self, transport=transport, input_sample_rate=input_sample_rate, pace=pace, session_id=session_id)
         if memory is not None:
             for message in memory:

@@ -5,6 +5,9 @@ every session needs a short-lived signed token (JWT, HS256) that the operator's 
 ``POST /session`` with its API key. A token opens exactly one session; it may only be used again to
 resume that same session within the grace window. Transports call ``admit`` *before* accepting a
 connection, so a refused client never gets a session, a socket, or a provider stream.
+
+A used token resumes only a conversation that is actually parked (its client dropped) and that this token
+opened: the parked memory is taken here, atomically, so one token can never hold two live sessions.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from urllib.parse import urlsplit
 
 from vocable.config.model import ServerConfig
 from vocable.engine.ledger import UNBOUND, Ledger, LocalLedger
+from vocable.providers.base import Message
 
 TOKEN_AUDIENCE = "vocable-session"
 
@@ -38,6 +42,7 @@ class Refused(Exception):
 class Admission:
     token_id: str | None  # None when auth is off
     resume_session_id: str | None
+    memory: list[Message] | None = None  # the parked conversation, already taken from the ledger
 
 
 class Gate:
@@ -82,6 +87,34 @@ class Gate:
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.api_key.encode()):  # type: ignore[union-attr]
             raise Refused(401, 1008, "unauthorized", "a valid API key is required (Authorization: Bearer <key>)")
 
+    def check_reader(self, authorization: str | None, *, session_id: str | None = None,
+                     extra_key: str | None = None) -> None:
+        """Operator reads (``/sessions``, ``/config``, ``/metrics``) need the API key when auth is on.
+
+        ``extra_key`` is a second bearer accepted for this read only (``server.metrics_token``).
+        """
+        if not self.enabled:
+            return
+        scheme, _, given = (authorization or "").partition(" ")
+        if extra_key and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), extra_key.encode()):
+            return
+        self.check_api_key(authorization)
+
+    async def check_session_reader(self, authorization: str | None, session_id: str) -> None:
+        """A conversation's data: the API key, or the session token that opened that very conversation
+        (so a client, the dashboard included, reads its own transcript and nobody else's)."""
+        check_session_id(session_id)
+        if not self.enabled:
+            return
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() == "bearer" and given.count(".") == 2:  # a JWT, not the API key
+            try:
+                await self.check_owner(token=given.strip(), session_id=session_id)
+                return
+            except Refused:
+                pass
+        self.check_api_key(authorization)
+
     # ------------------------------------------------------------------------------------------ tokens
 
     def issue(self) -> dict[str, Any]:
@@ -118,15 +151,30 @@ class Gate:
         """
         self.check_origin(origin, host)
         await self.check_rate(client)
+        if resume_session_id is not None:
+            check_session_id(resume_session_id)
         if not self.enabled:
-            return Admission(None, resume_session_id)
+            memory = await self.ledger.take(resume_session_id) if resume_session_id else None
+            return Admission(None, resume_session_id if memory is not None else None, memory)
         claims = self._verify(token)
         owner = await self.ledger.claim_token(claims["jti"], self._token_expiry())
         if owner is None:
             return Admission(claims["jti"], None)  # a fresh token opens a new session, never someone else's
         if owner == UNBOUND or owner != resume_session_id:
             raise Refused(403, 1008, "token_used", "this token has already opened a session")
-        return Admission(claims["jti"], resume_session_id)
+        memory = await self.ledger.take(resume_session_id)
+        if memory is None:  # its session is live, ended with "end", or its grace window is over
+            raise Refused(403, 1008, "token_used", "this token's session is not waiting to be resumed")
+        return Admission(claims["jti"], resume_session_id, memory)
+
+    async def check_owner(self, *, token: str | None, session_id: str) -> None:
+        """The token must be the one that opened ``session_id`` (a WebRTC event socket joining its peer)."""
+        check_session_id(session_id)
+        if not self.enabled:
+            return
+        claims = self._verify(token)
+        if await self.ledger.token_owner(claims["jti"]) != session_id:
+            raise Refused(403, 1008, "token_mismatch", "this token did not open this session")
 
     async def bind(self, admission: Admission, session_id: str) -> None:
         """Record that ``admission``'s token now belongs to ``session_id`` (it may resume it later)."""
@@ -134,9 +182,24 @@ class Gate:
             await self.ledger.bind_token(admission.token_id, session_id, self._token_expiry())
 
     async def release(self, admission: Admission | None) -> None:
-        """The session this admission was for never opened: its token may be used again."""
-        if admission is not None and admission.token_id is not None and admission.resume_session_id is None:
+        """The session this admission was for never opened: its token may be used again, and a conversation
+        it took for resuming is parked again (nothing the user said is lost to a full server)."""
+        if admission is None:
+            return
+        if admission.memory is not None and admission.resume_session_id is not None:
+            deadline = time.time() + self.server.resume_grace_s
+            await self.ledger.park(admission.resume_session_id, admission.memory, deadline)
+        elif admission.token_id is not None:
             await self.ledger.release_token(admission.token_id)
+
+
+SESSION_ID_MAX = 64
+
+
+def check_session_id(value: str) -> None:
+    """Session ids are ours (``ses_`` and hex): anything else from a client is refused at the edge."""
+    if not (0 < len(value) <= SESSION_ID_MAX) or not all(c.isascii() and (c.isalnum() or c in "-_") for c in value):
+        raise Refused(400, 1008, "invalid_field", "a session id is 1-64 characters of A-Z, a-z, 0-9, - and _")
 
 
 async def admit_websocket(gate: Gate, websocket: Any) -> Admission:

@@ -17,15 +17,16 @@ import os
 import secrets
 import sqlite3
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import asdict
 from typing import Any, Protocol
 
+from vocable.engine.rate import WINDOW_S as RATE_WINDOW_S
+from vocable.engine.rate import SlidingWindow
 from vocable.engine.sqlite_thread import SQLiteThread
 from vocable.providers.base import Message, ToolCall
 
 MAX_TRACKED_CLIENTS = 10000
-RATE_WINDOW_S = 60.0
 UNBOUND = ""  # a token claimed by a connection whose session does not exist yet
 
 
@@ -42,6 +43,9 @@ class Ledger(Protocol):
         already belongs to (``UNBOUND`` while that first connection is still opening its session)."""
 
     async def bind_token(self, token_id: str, session_id: str, expires_at: float) -> None: ...
+
+    async def token_owner(self, token_id: str) -> str | None:
+        """The session a live token opened (``UNBOUND`` while it opens), without claiming it; None if unused."""
 
     async def release_token(self, token_id: str) -> None:
         """Give back a claim whose session never opened (capacity, bad request), so the token still works."""
@@ -75,7 +79,7 @@ class LocalLedger:
     def __init__(self) -> None:
         self._tokens: dict[str, tuple[str, float]] = {}  # token id -> (session id or UNBOUND, expiry)
         self._parked: dict[str, tuple[float, list[Message]]] = {}
-        self._hits: OrderedDict[str, deque[float]] = OrderedDict()
+        self._hits: OrderedDict[str, SlidingWindow] = OrderedDict()
 
     def secret(self) -> bytes | None:
         return None
@@ -92,6 +96,10 @@ class LocalLedger:
 
     async def bind_token(self, token_id: str, session_id: str, expires_at: float) -> None:
         self._tokens[token_id] = (session_id, expires_at)
+
+    async def token_owner(self, token_id: str) -> str | None:
+        owner = self._tokens.get(token_id)
+        return owner[0] if owner is not None and owner[1] >= time.time() else None
 
     async def release_token(self, token_id: str) -> None:
         if self._tokens.get(token_id, (None,))[0] == UNBOUND:
@@ -112,17 +120,12 @@ class LocalLedger:
             del self._parked[sid]
 
     async def hit(self, client: str, per_minute: int) -> bool:
-        clock = time.monotonic()
-        hits = self._hits.pop(client, None) or deque()
-        while hits and clock - hits[0] > RATE_WINDOW_S:
-            hits.popleft()
-        allowed = len(hits) < per_minute
-        if allowed:
-            hits.append(clock)
-        self._hits[client] = hits
+        window = self._hits.pop(client, None) or SlidingWindow(per_minute, RATE_WINDOW_S)
+        window.limit = per_minute
+        self._hits[client] = window  # most recent last, so the oldest client is forgotten first
         while len(self._hits) > MAX_TRACKED_CLIENTS:
             self._hits.popitem(last=False)
-        return allowed
+        return window.allow()
 
     async def publish(self, worker: str, snapshot: dict[str, Any]) -> None:
         return None  # one process: nobody else to tell
@@ -218,6 +221,13 @@ class SQLiteLedger:
         def bind(db: sqlite3.Connection) -> None:
             db.execute("INSERT OR REPLACE INTO tokens VALUES (?, ?, ?)", (token_id, session_id, expires_at))
         await self._run(self._transaction, bind)
+
+    async def token_owner(self, token_id: str) -> str | None:
+        def read() -> str | None:
+            row = self._conn().execute("SELECT session_id FROM tokens WHERE id = ? AND expires_at >= ?",
+                                       (token_id, time.time())).fetchone()
+            return None if row is None else str(row[0])
+        return await self._run(read)
 
     async def release_token(self, token_id: str) -> None:
         def release(db: sqlite3.Connection) -> None:

@@ -40,6 +40,7 @@ from vocable.engine.listener import END_OF_TURN, FORWARD, SPECULATE, SPEECH, STA
 from vocable.engine.memory import Memory
 from vocable.engine.metrics import TurnMetrics
 from vocable.engine.outbox import EventSink, Outbox
+from vocable.engine.rate import SlidingWindow
 from vocable.engine.transcriber import Transcriber
 from vocable.engine.turn import ReplyRunner, Turn
 from vocable.providers.base import FLUSH, Flush, TranscriptEvent
@@ -98,6 +99,8 @@ class Session:
         self.state: State = "listening"
         self.turns = 0
         self.resumed = False
+        per_minute = engine.config.server.max_turns_per_minute  # a client's flood of typed turns, not the app's own
+        self._typed_turns = SlidingWindow(per_minute) if per_minute and transport != "python" else None
         self.input_sample_rate = rate
         self.sample_rate = pipeline.sample_rate
         self.output_sample_rate = pipeline.output.sample_rate or engine.runtime.output_sample_rate
@@ -271,6 +274,10 @@ class Session:
             raise SessionClosed(self.id)
         text = text.strip()
         if not text:
+            return
+        if self._typed_turns is not None and not self._typed_turns.allow():
+            limit = self._typed_turns.limit
+            await self.report_error("rate_limited", f"at most {limit} typed turns a minute; this one was dropped")
             return
         self.last_activity = time.monotonic()
         await self.interrupt("new_turn")

@@ -29,6 +29,7 @@ from vocable.providers.base import (
 )
 from vocable.providers.deepgram_live import LiveOptions, LiveTranscription
 from vocable.providers.hosted import HostedSettings
+from vocable.redaction import redact_url
 from vocable.providers.vendor_errors import RetryPolicy, retry_stream
 
 log = structlog.get_logger("vocable.providers.deepgram")
@@ -73,11 +74,11 @@ class DeepgramClientHolder:
 
             s = self._settings
             http, ws = http_url(s.base_url), websocket_url(s.base_url)
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(s.timeout_s), follow_redirects=True)
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(s.request_timeout_s), follow_redirects=True)
             self._client = AsyncDeepgramClient(
                 api_key=s.api_key.get_secret_value(),
                 environment=DeepgramClientEnvironment(base=http, production=ws, agent=ws, agent_rest=http),
-                timeout=s.timeout_s,
+                timeout=s.request_timeout_s,
                 max_retries=0,
                 reconnect=False,
                 httpx_client=self._http,
@@ -125,7 +126,7 @@ class DeepgramSTT(STT):
 
     async def start(self) -> None:
         self._holder.get()
-        log.info("deepgram.stt_ready", model=self.settings.model, base_url=self.settings.base_url)
+        log.info("deepgram.stt_ready", model=self.settings.model, base_url=redact_url(self.settings.base_url))
 
     async def aclose(self) -> None:
         await self._holder.aclose()
@@ -164,11 +165,11 @@ class DeepgramSTT(STT):
             lambda: client.listen.v1.connect(**options),
             audio,
             LiveOptions(
-                connect_timeout_s=s.timeout_s,
+                connect_timeout_s=s.request_timeout_s,
                 keepalive_s=s.keepalive_s,
                 finalize_timeout_s=s.finalize_timeout_s,
                 response_timeout_s=s.response_timeout_s,
-                close_timeout_s=s.timeout_s,
+                close_timeout_s=s.request_timeout_s,
                 policy=RetryPolicy(retries=s.max_reconnects, base_delay_s=s.retry_delay_s),
                 provider=self.name,
                 secrets=s.secrets(),
@@ -209,7 +210,7 @@ class DeepgramTTS(TTS):
 
     async def start(self) -> None:
         self._holder.get()
-        log.info("deepgram.tts_ready", model=self.settings.model, base_url=self.settings.base_url)
+        log.info("deepgram.tts_ready", model=self.settings.model, base_url=redact_url(self.settings.base_url))
 
     async def aclose(self) -> None:
         await self._holder.aclose()
@@ -220,7 +221,7 @@ class DeepgramTTS(TTS):
             lambda: self._attempt(text),
             policy=s.retry_policy(),
             provider=self.name,
-            idle_timeout_s=s.timeout_s,
+            idle_timeout_s=s.request_timeout_s,
             secrets=s.secrets(),
         )
 
@@ -233,7 +234,7 @@ class DeepgramTTS(TTS):
             encoding="linear16",
             container="none",
             sample_rate=s.sample_rate,
-            request_options={"max_retries": 0, "timeout_in_seconds": s.timeout_s},
+            request_options={"max_retries": 0, "timeout_in_seconds": s.request_timeout_s},
         )
         carry = b""
         try:

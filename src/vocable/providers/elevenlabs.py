@@ -29,6 +29,7 @@ from vocable.plugins.hookspecs import hookimpl
 from vocable.providers.base import TTS, AudioChunk, Requirement, TTSCapabilities
 from vocable.providers.errors import ProviderTimeout
 from vocable.providers.hosted import HostedSettings
+from vocable.redaction import redact_url
 from vocable.providers.vendor_errors import close_error, retry_stream
 
 log = structlog.get_logger("vocable.providers.elevenlabs")
@@ -133,7 +134,8 @@ class ElevenLabsTTS(TTS):
         self._ensure_client()
         s = self.settings
         log.info(
-            "elevenlabs.ready", mode=s.mode, voice_id=s.voice_id, output_format=s.output_format, base_url=s.base_url
+            "elevenlabs.ready", mode=s.mode, voice_id=s.voice_id, output_format=s.output_format,
+            base_url=redact_url(s.base_url),
         )
 
     async def aclose(self) -> None:
@@ -147,11 +149,11 @@ class ElevenLabsTTS(TTS):
             from elevenlabs.client import AsyncElevenLabs
 
             s = self.settings
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(s.timeout_s), follow_redirects=True)
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(s.request_timeout_s), follow_redirects=True)
             self._client = AsyncElevenLabs(
                 api_key=s.api_key.get_secret_value(),
                 base_url=s.base_url,
-                timeout=s.timeout_s,
+                timeout=s.request_timeout_s,
                 httpx_client=self._http,
             )
         return self._client
@@ -170,7 +172,7 @@ class ElevenLabsTTS(TTS):
             lambda: self._http_attempt(text),
             policy=s.retry_policy(),
             provider=self.name,
-            idle_timeout_s=s.timeout_s,
+            idle_timeout_s=s.request_timeout_s,
             secrets=s.secrets(),
         )
 
@@ -182,7 +184,7 @@ class ElevenLabsTTS(TTS):
             "text": text,
             "model_id": s.model_id,
             "output_format": s.output_format,
-            "request_options": {"max_retries": 0, "timeout_in_seconds": s.timeout_s},
+            "request_options": {"max_retries": 0, "timeout_in_seconds": s.request_timeout_s},
         }
         voice = self._voice_settings()
         if voice:
@@ -256,7 +258,7 @@ class ElevenLabsTTS(TTS):
         async with connect(
             self.stream_input_url(),
             additional_headers={"xi-api-key": s.api_key.get_secret_value()},
-            open_timeout=s.timeout_s,
+            open_timeout=s.request_timeout_s,
             close_timeout=1.0,
             max_size=2**22,
         ) as ws:
@@ -271,13 +273,13 @@ class ElevenLabsTTS(TTS):
                         raise sender.exception()  # type: ignore[misc]
                     wait = _TICK_S  # before the end of the text, only look up to notice a failed sender
                     if eos_at:
-                        wait = max(0.0, max(eos_at[0], last_heard) + s.timeout_s - time.monotonic())
+                        wait = max(0.0, max(eos_at[0], last_heard) + s.request_timeout_s - time.monotonic())
                     try:
                         async with asyncio.timeout(wait):
                             raw = await ws.recv()
                     except TimeoutError:
-                        if eos_at and time.monotonic() >= max(eos_at[0], last_heard) + s.timeout_s:
-                            raise ProviderTimeout(f"no audio within {s.timeout_s:g}s", provider=self.name) from None
+                        if eos_at and time.monotonic() >= max(eos_at[0], last_heard) + s.request_timeout_s:
+                            raise ProviderTimeout(f"no audio within {s.request_timeout_s:g}s", provider=self.name) from None
                         continue
                     except ConnectionClosed as exc:
                         if exc.rcvd is not None and exc.rcvd.code == 1000 and eos_at:

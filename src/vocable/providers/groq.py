@@ -32,6 +32,7 @@ from vocable.providers.base import (
 )
 from vocable.providers.errors import ServiceUnavailable
 from vocable.providers.hosted import HostedSettings
+from vocable.redaction import redact_url
 from vocable.providers.vendor_errors import retry_stream
 
 log = structlog.get_logger("vocable.providers.groq")
@@ -95,7 +96,7 @@ class GroqLLM(LLM):
 
     async def start(self) -> None:
         self._ensure_client()
-        log.info("groq.ready", model=self.settings.model, base_url=self.settings.base_url)
+        log.info("groq.ready", model=self.settings.model, base_url=redact_url(self.settings.base_url))
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
@@ -110,7 +111,7 @@ class GroqLLM(LLM):
             self._client = AsyncGroq(
                 api_key=s.api_key.get_secret_value(),
                 base_url=s.base_url,
-                timeout=s.timeout_s,
+                timeout=s.request_timeout_s,
                 max_retries=0,
             )
         return self._client
@@ -121,7 +122,7 @@ class GroqLLM(LLM):
             lambda: self._attempt(messages, tools),
             policy=s.retry_policy(),
             provider=self.name,
-            idle_timeout_s=s.timeout_s,
+            idle_timeout_s=s.request_timeout_s,
             secrets=s.secrets(),
         )
 

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from vocable.providers.base import ProviderSettings
 from vocable.providers.vendor_errors import RetryPolicy
+from vocable.redaction import url_secrets
 
 
 class HostedSettings(ProviderSettings):
@@ -17,7 +18,9 @@ class HostedSettings(ProviderSettings):
 
     api_key: SecretStr = Field(description="The vendor API key; use ${ENV_VAR} in YAML, never a literal.")
     base_url: str = Field(description="The vendor endpoint; point it at a proxy or a stand-in for tests.")
-    timeout_s: float = Field(10.0, gt=0, description="Longest wait for a connection or the next piece of output.")
+    request_timeout_s: float = Field(
+        10.0, gt=0, description="The vendor client's longest wait for a connection or the next piece of output "
+                                "(the chain's own timeout_s, beside provider:, bounds the wait for the first output).")
     max_retries: int = Field(2, ge=0, le=10, description="Retries of rate limits, 5xx and timeouts before giving up.")
     retry_delay_s: float = Field(0.25, ge=0, le=30, description="First backoff delay; doubles on each retry.")
 
@@ -43,4 +46,4 @@ class HostedSettings(ProviderSettings):
 
     def secrets(self) -> tuple[str, ...]:
         """Values to scrub from any error text."""
-        return (self.api_key.get_secret_value(),)
+        return (self.api_key.get_secret_value(), *url_secrets(self.base_url))

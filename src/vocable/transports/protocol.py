@@ -8,7 +8,8 @@ transport sends back as an ``error`` event.
 from __future__ import annotations
 
 import json
-from typing import Literal
+import re
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
 
@@ -50,14 +51,23 @@ class BadInput(Exception):
         self.message = message
 
 
-def parse_message(text: str) -> ClientMessage:
-    """Validate one JSON text message; raise BadInput with the protocol's error code."""
+def load_message(text: str) -> dict[str, Any]:
+    """One client text message as a JSON object with a string ``type``, all of its text valid Unicode."""
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
         raise BadInput("invalid_json", "text messages must be JSON objects") from None
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise BadInput("invalid_message", 'a text message must be a JSON object with a string "type"')
+    if (where := lone_surrogate_at(data)) is not None:
+        raise BadInput("invalid_field", f"{where[:80]}: not valid Unicode (a lone UTF-16 surrogate such as \\ud800)")
+    return data
+
+
+def parse_message(text: str | dict[str, Any]) -> ClientMessage:
+    """Validate one protocol message (text, or what ``load_message`` made of it); raise BadInput with the
+    protocol's error code."""
+    data = load_message(text) if isinstance(text, str) else text
     kind = data["type"]
     model = MESSAGES.get(kind)
     if model is None:
@@ -68,6 +78,27 @@ def parse_message(text: str) -> ClientMessage:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         raise BadInput("invalid_field", f"{kind}.{where}: {first['msg']}") from None
+
+
+def lone_surrogate_at(value: object, path: str = "") -> str | None:
+    """Where in parsed JSON a string holds a lone surrogate (``"\\ud800"`` is valid JSON, but no UTF-8 can
+    carry it: left in, it fails later when the text is logged, stored or echoed back), else None."""
+    if isinstance(value, str):
+        return (path or "value") if _SURROGATE.search(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if _SURROGATE.search(key):
+                return f"{path}.<key>".lstrip(".")
+            if (found := lone_surrogate_at(item, f"{path}.{key}".lstrip("."))) is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if (found := lone_surrogate_at(item, f"{path}[{index}]")) is not None:
+                return found
+    return None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def requested_rate(value: str | None) -> int | None:

@@ -42,6 +42,7 @@ from vocable.transports.protocol import (
     EndMessage,
     InterruptMessage,
     TextMessage,
+    load_message,
     parse_message,
 )
 from vocable.transports.webrtc.audio import PlaybackTrack, mono_pcm16
@@ -131,11 +132,8 @@ class Peer:
     async def handle_text(self, text: str) -> None:
         """One JSON message from the socket or the data channel: a candidate or a protocol message."""
         try:
-            try:
-                data = json.loads(text)
-            except (ValueError, RecursionError):
-                raise BadInput("invalid_json", "text messages must be JSON objects") from None
-            kind = data.get("type") if isinstance(data, dict) else None
+            data = load_message(text)
+            kind = data["type"]
             if kind == "candidate":
                 try:
                     await self.pc.addIceCandidate(candidate_from_message(data))
@@ -144,14 +142,14 @@ class Peer:
             elif kind == "offer":
                 raise BadInput("renegotiation_unsupported", "this session already has an answer; open a new one")
             else:
-                await self._handle_protocol(text)
+                await self._handle_protocol(data)
         except BadInput as exc:
             await self.report_error(exc.code, exc.message)
         except SessionClosed:
             pass
 
-    async def _handle_protocol(self, text: str) -> None:
-        message = parse_message(text)
+    async def _handle_protocol(self, data: dict[str, Any]) -> None:
+        message = parse_message(data)
         if isinstance(message, TextMessage):
             if len(message.text) > self.settings.max_text_chars:
                 raise BadInput("text_too_long", f"a typed turn is at most {self.settings.max_text_chars} characters")

@@ -224,14 +224,7 @@ class WebRTCTransport(Transport):
         gate = self.engine.gate
         try:
             gate.check_origin(websocket.headers.get("origin"), websocket.headers.get("host"))
-            if gate.enabled:
-                admission = await gate.admit(
-                    token=websocket.query_params.get("token"), origin=websocket.headers.get("origin"),
-                    host=websocket.headers.get("host"), client=websocket.client.host if websocket.client else None,
-                    resume_session_id=session_id)
-                if admission.resume_session_id != session_id:
-                    await gate.release(admission)
-                    raise Refused(403, 1008, "token_mismatch", "this token did not open this session")
+            await gate.check_owner(token=websocket.query_params.get("token"), session_id=session_id)
         except Refused as refused:
             await self._deny(websocket, refused)
             return
