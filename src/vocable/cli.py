@@ -55,9 +55,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"vocable: {workers} worker processes (each loads its own models)", file=sys.stderr)
         serve_workers(args.config, host=host, port=port, workers=workers, log_level=server.log_level)
         return 0
-    from vocable.transports.direct_frames import SERVE_OPTIONS
+    from vocable.serving import serve_options
 
-    uvicorn.run(engine.asgi_app(), host=host, port=port, log_level=server.log_level, **SERVE_OPTIONS)
+    uvicorn.run(engine.asgi_app(), host=host, port=port, log_level=server.log_level, **serve_options(server))
     return 0
 
 

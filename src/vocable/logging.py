@@ -7,12 +7,13 @@ redacted before it is written, so a provider that logs a URL or an error body ca
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any
 
 import structlog
 
-from vocable.redaction import REDACTED, redact_url, url_secrets
+from vocable.redaction import REDACTED, SECRET_WORDS, redact_url, url_secrets
 
 __all__ = ["REDACTED", "SecretScrubber", "configure_logging", "scrubber"]
 
@@ -75,6 +76,8 @@ def configure_logging(level: str = "info", fmt: str = "console", stream: Any = N
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=numeric, stream=stream or sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("uvicorn.access", "uvicorn.error"):  # request lines, and the WebSocket ones
+        logging.getLogger(name).addFilter(query_secret_filter)
 
 
 def _add_field(key: str, value: str) -> Any:
@@ -82,3 +85,32 @@ def _add_field(key: str, value: str) -> Any:
         event_dict.setdefault(key, value)
         return event_dict
     return add
+
+
+_QUERY_SECRET = re.compile(rf"([?&][^=&\s\"]*(?:{'|'.join(SECRET_WORDS)})[^=&\s\"]*=)[^&#\s\"]*", re.IGNORECASE)
+
+
+def redact_query(text: str) -> str:
+    """``text`` with the value of every query parameter whose name holds a ``SECRET_WORDS`` word
+    (``?token=``, ``&api_key=``) hidden; unlike ``redact_url`` it needs no scheme: log lines carry bare paths."""
+    return _QUERY_SECRET.sub(r"\1" + REDACTED, text) if "=" in text else text
+
+
+class QuerySecretFilter(logging.Filter):
+    """Hides secret query parameters in uvicorn's log records.
+
+    uvicorn logs each request's path with its query string, and a session token travels in the query
+    (``/ws/audio?token=...``: a browser cannot set headers on a WebSocket), so its access log would hand
+    every token to whoever reads the logs. The filter sits on the loggers themselves, so it holds whatever
+    handlers uvicorn's own logging config (applied after ``configure_logging``) puts on them.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact_query(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_query(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+query_secret_filter = QuerySecretFilter()

@@ -53,10 +53,12 @@ def serve_workers(config_path: str | None, *, host: str, port: int, workers: int
         create_shared_ledger(ledger)
         os.environ[CONFIG_ENV] = str(Path(config_path).resolve()) if config_path else ""
         os.environ[LEDGER_ENV] = ledger
-        from vocable.transports.direct_frames import SERVE_OPTIONS
+        from vocable.cli import _load
+        from vocable.serving import serve_options
 
+        options = serve_options(_load(config_path).server)
         config = uvicorn.Config("vocable.engine.workers:worker_app", factory=True, host=host, port=port,
-                                workers=workers, log_level=log_level, **SERVE_OPTIONS)
+                                workers=workers, log_level=log_level, **options)
         sock = config.bind_socket()
         try:
             Multiprocess(config, sockets=[sock]).run()
@@ -72,6 +74,7 @@ def worker_app() -> Any:
     from vocable.engine.engine import Engine
     from vocable.engine.ledger import SQLiteLedger
     from vocable.logging import configure_logging
+    from vocable.serving import set_header_timeout
 
     path = os.environ.get(CONFIG_ENV) or None
     ledger_path = os.environ.get(LEDGER_ENV)
@@ -80,6 +83,7 @@ def worker_app() -> Any:
     config = _load(path)
     worker = str(os.getpid())
     configure_logging(config.server.log_level, config.server.log_format, worker=worker)
+    set_header_timeout(config.server.header_timeout_s)  # uvicorn's options came pickled; this is per process
     engine = Engine(config, ledger=SQLiteLedger(ledger_path), worker_id=worker, freeze_gc=True)
     return engine.asgi_app()
 

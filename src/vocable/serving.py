@@ -1,0 +1,133 @@
+"""How ``vocable serve`` runs uvicorn against a hostile client: a deadline for the request head, a bound on
+connections, and proxy headers believed only from the proxies the operator names.
+
+uvicorn has no timer before a connection's first request (its keep-alive timer starts only after a response,
+and any byte received cancels it), so a client that opens connections and never finishes a request head
+(slowloris) keeps each open for ever. ``HeadTimeoutProtocol`` is uvicorn's own HTTP protocol (httptools
+when installed, else h11, as uvicorn's ``auto``) with one timer: armed when the connection opens and again
+after each response, cancelled when a whole request head has been parsed or the connection becomes a
+WebSocket; on expiry the connection is closed. It uses a few uvicorn internals, checked at start-up:
+without them ``vocable serve`` runs uvicorn's plain protocol and says so once.
+
+uvicorn also believes ``X-Forwarded-For`` from 127.0.0.1 by default, so a local client could choose the
+address the rate limit counts; here proxy headers are read only from ``server.trusted_proxies``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import sys
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import structlog
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+from vocable.transports.direct_frames import SERVE_OPTIONS
+
+if TYPE_CHECKING:
+    from vocable.config.model import ServerConfig
+
+log = structlog.get_logger("vocable.serving")
+
+HEAD_TIMEOUT_PROTOCOL = "vocable.serving:HeadTimeoutProtocol"
+_HOOKS = ("on_response_complete", "handle_websocket_upgrade")  # uvicorn methods the timer hooks into
+
+
+class HeadTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+    """uvicorn's HTTP protocol that closes a connection whose request head is not complete in time."""
+
+    timeout_s: ClassVar[float] = 10.0  # this process's ``server.header_timeout_s`` (``set_header_timeout``)
+    _head_timer: asyncio.TimerHandle | None = None
+    _socket: asyncio.Transport
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._socket = transport
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        cycle = self.cycle
+        super().data_received(data)
+        if self.cycle is not cycle:  # a request head was parsed: the request is the app's to time
+            self._disarm()
+
+    def handle_websocket_upgrade(self, *args: Any) -> None:
+        self._disarm()  # a whole upgrade request: the connection now belongs to the WebSocket protocol
+        super().handle_websocket_upgrade(*args)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._idle() and not self._socket.is_closing():  # keep-alive: the next head has the same deadline
+            self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _idle(self) -> bool:
+        """Waiting for a request head (no request, or the last one answered and none pipelined after it)."""
+        return self.cycle is None or bool(self.cycle.response_complete)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._head_timer = asyncio.get_running_loop().call_later(self.timeout_s, self._expired)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _expired(self) -> None:
+        self._head_timer = None
+        if self._idle() and not self._socket.is_closing():
+            log.debug("header_timeout", client=self._socket.get_extra_info("peername"), timeout_s=self.timeout_s)
+            self._socket.close()
+
+
+def head_timeout_fits(base: type = AutoHTTPProtocol) -> bool:
+    """Whether this uvicorn still has the internals ``HeadTimeoutProtocol`` relies on: the two methods it
+    hooks, the protocol's ``cycle`` and its request cycle's ``response_complete`` (checked in the bytecode
+    of their ``__init__``, since they are instance attributes)."""
+    def assigns(cls: Any, name: str) -> bool:
+        return name in getattr(getattr(getattr(cls, "__init__", None), "__code__", None), "co_names", ())
+
+    cycle = getattr(sys.modules[base.__module__], "RequestResponseCycle", None)
+    return (all(callable(getattr(base, name, None)) for name in _HOOKS)
+            and assigns(base, "cycle") and assigns(cycle, "response_complete"))
+
+
+def set_header_timeout(seconds: float) -> None:
+    """The request-head deadline of every connection this process accepts (each worker sets its own)."""
+    HeadTimeoutProtocol.timeout_s = seconds
+
+
+def serve_options(server: ServerConfig) -> dict[str, Any]:
+    """The uvicorn settings of ``vocable serve`` for ``server`` (and, in this process, its header timeout).
+
+    ``limit_concurrency``: past it uvicorn answers new HTTP requests 503 (a WebSocket counts as one
+    connection); by default twice the sessions a worker may hold, plus room for the dashboard and probes.
+    """
+    set_header_timeout(server.header_timeout_s)
+    options: dict[str, Any] = {
+        **SERVE_OPTIONS,
+        "limit_concurrency": server.limit_concurrency or server.max_sessions * 2 + 100,
+        **proxy_options(server.trusted_proxies),
+    }
+    if head_timeout_fits():
+        options["http"] = HEAD_TIMEOUT_PROTOCOL
+    else:
+        import uvicorn
+
+        log.warning("header_timeout_unavailable", uvicorn=uvicorn.__version__,
+                    effect="connections that never finish a request head are not closed")
+    return options
+
+
+def proxy_options(trusted: list[str]) -> dict[str, Any]:
+    """Proxy headers only from ``trusted`` (none when empty). Networks are normalised (``10.0.0.1/8`` to
+    ``10.0.0.0/8``): uvicorn would take a network with host bits set as a literal that never matches."""
+    if not trusted:
+        return {"proxy_headers": False}
+    allowed = [str(ipaddress.ip_network(p, strict=False)) if "/" in p else p for p in trusted]
+    return {"proxy_headers": True, "forwarded_allow_ips": ",".join(allowed)}
