@@ -241,7 +241,9 @@ async def test_tokens_when_auth_is_on_and_config_hides_the_key() -> None:
     key = "k3y-for-tests-0123456789"
     eng = engine(server={"auth": {"api_key": key}})
     async with live_server(eng) as server, httpx.AsyncClient(base_url=server.http) as http:
-        assert key not in (await http.get("/config")).text
+        assert (await http.get("/config")).status_code == 401
+        shown = await http.get("/config", headers={"Authorization": f"Bearer {key}"})
+        assert shown.status_code == 200 and key not in shown.text
         with pytest.raises(websockets.InvalidStatus) as refused:
             async with connect(server.ws_url()):
                 pass

@@ -27,6 +27,7 @@ from vocable.testing.scripted import scripted_config
 
 VOCABLE = Path(sys.executable).with_name("vocable")
 KEY = "workers-test-api-key-0123456789"
+AUTH = {"Authorization": f"Bearer {KEY}"}  # operator routes need the API key when auth is on
 
 
 def _free_port() -> int:
@@ -89,7 +90,7 @@ def _ws(base: str, query: str) -> str:
 
 
 def _worker_of(base: str, session_id: str) -> str | None:
-    sessions = httpx.get(f"{base}/sessions", timeout=5).json()["sessions"]
+    sessions = httpx.get(f"{base}/sessions", headers=AUTH, timeout=5).json()["sessions"]
     return next((s["worker"] for s in sessions if s["id"] == session_id), None)
 
 
