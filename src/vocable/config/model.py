@@ -114,6 +114,11 @@ class TurnTakingConfig(Section):
     pre_roll_ms: int = Field(default=300, ge=0, description="audio kept from before speech starts")
     barge_in: bool = True
     barge_in_min_ms: int = Field(default=120, ge=0, description="speech needed to interrupt the agent")
+    false_interruption_timeout_s: float = Field(
+        default=1.5, ge=0, le=30,
+        description="a barge-in pauses the reply; with no words within this long after the voice stops, the "
+                    "reply resumes where it stopped. 0: a barge-in cancels the reply at once")
+    min_words: int = Field(default=1, ge=1, le=20, description="words the user must say to commit a barge-in")
     speculative_ms: int = Field(
         default=0, ge=0,
         description="after this much pause, transcribe and start the reply early; it is held until the end "

@@ -72,8 +72,29 @@ class AudioOut(Event):
 
 @dataclass(frozen=True, slots=True)
 class Interrupted(Event):
+    """The reply stopped for good; the client drops the audio it still holds. ``reason``: ``barge_in`` (the
+    user spoke over it), ``user_continued`` (it never spoke: the user went on), ``client`` or ``new_turn``."""
+
     turn_id: str
+    reason: str = "barge_in"
     type: str = field(init=False, default="interrupted")
+
+
+@dataclass(frozen=True, slots=True)
+class Paused(Event):
+    """The user's voice started during the reply: its output stopped where it was, to be resumed (a false
+    interruption) or interrupted (words followed)."""
+
+    turn_id: str
+    type: str = field(init=False, default="paused")
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed(Event):
+    """A paused reply goes on from the sample where it stopped: nothing repeated, nothing skipped."""
+
+    turn_id: str
+    type: str = field(init=False, default="resumed")
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,17 @@ class EventSink(Protocol):
         ...
 
 
+class PlayoutSource(Protocol):
+    """A transport that knows how much reply audio its listener has not heard yet (``Session.attach_playout``).
+
+    Memory keeps only what was heard, so after a barge-in the session subtracts this from what it sent.
+    WebRTC reports its outgoing track's buffer; a transport without a report is counted by the paced
+    send clock (the audio sent ahead of real time).
+    """
+
+    def unplayed_bytes(self) -> int: ...
+
+
 class Outbox:
     __slots__ = ("events", "_sink", "_held_reply")
 

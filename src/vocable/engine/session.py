@@ -30,16 +30,19 @@ from vocable.engine.events import (
     Event,
     Interrupted,
     MetricsEvent,
+    Paused,
     Ready,
+    Resumed,
     State,
     StateChanged,
     Transcript,
 )
 from vocable.engine.fallback import describe
+from vocable.engine.lifecycle import Decision, ReplyLifecycle, TurnTakingRules
 from vocable.engine.listener import END_OF_TURN, FORWARD, SPECULATE, SPEECH, STARTED, Listener
 from vocable.engine.memory import Memory
-from vocable.engine.metrics import TurnMetrics
-from vocable.engine.outbox import EventSink, Outbox
+from vocable.engine.metrics import TurnMetrics, now
+from vocable.engine.outbox import EventSink, Outbox, PlayoutSource
 from vocable.engine.rate import SlidingWindow
 from vocable.engine.transcriber import Transcriber
 from vocable.engine.turn import ReplyRunner, Turn
@@ -131,6 +134,12 @@ class Session:
             queue_frames=pipeline.queue_frames, on_transcript=self._on_transcript, on_failure=self._stt_failed,
             log=self.log,
         )
+        self._lifecycle = ReplyLifecycle(TurnTakingRules(
+            self._taking.barge_in, self._taking.barge_in_min_ms, self._taking.false_interruption_timeout_s,
+            self._taking.min_words))
+        self._timer: asyncio.TimerHandle | None = None
+        self._ticking: asyncio.Task[None] | None = None
+        self._playout: PlayoutSource | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self.last_activity = time.monotonic()
         self._pending_finals: deque[TurnMetrics] = deque()
@@ -147,7 +156,7 @@ class Session:
             output=pipeline.output,
             output_sample_rate=self.output_sample_rate,
             emit=self._emit,
-            on_speaking=lambda: self._set_state("speaking"),
+            on_speaking=self._on_speaking,
             tools=engine.tools,
             pace=pace,
             queue_chunks=max(8, pipeline.queue_frames // 4),
@@ -185,6 +194,10 @@ class Session:
         if self._watchdog is not None and self._watchdog is not asyncio.current_task():
             self._watchdog.cancel()
             await asyncio.gather(self._watchdog, return_exceptions=True)
+        self._disarm()
+        if self._ticking is not None and self._ticking is not asyncio.current_task():
+            self._ticking.cancel()
+            await asyncio.gather(self._ticking, return_exceptions=True)
         await self._cancel_reply()
         await self._stt.aclose()
         await self._turn_stream.aclose()
@@ -295,29 +308,104 @@ class Session:
 
     async def interrupt(self, reason: str = "client") -> bool:
         """Stop the current reply now: cancel LLM and TTS, drop queued audio, tell the client."""
+        decisions = self._lifecycle.interrupt("client" if reason == "client" else "new_turn")
+        if not decisions and self._reply_active():  # only its audible tail was left
+            decisions = [Decision("cancel", self._turn.id if self._turn else "", "client")]
+        await self._apply(decisions)
+        return bool(decisions)
+
+    # ------------------------------------------------------------------------ the reply lifecycle
+
+    async def _apply(self, decisions: list[Decision]) -> None:
+        """Carry out what the reply lifecycle (``engine/lifecycle.py``) decided."""
+        for decision in decisions:
+            action = decision.action
+            if action == "pause":
+                await self._pause_output(decision.turn_id)
+            elif action == "resume":
+                await self._resume_output(decision.turn_id)
+            elif action == "cancel":
+                await self._cancel_turn(decision.reason)
+            elif action == "abandon":
+                await self._abandon_speculation()
+            elif action == "release":
+                if (gate := self._gates.pop(decision.turn_id, None)) is not None:
+                    gate.set()
+            elif action == "arm":
+                self._arm(decision.at)
+
+    def _unplayed_bytes(self) -> int:
+        """Reply audio sent out but not yet heard: the transport's own report where it has one (WebRTC's
+        track buffer), else what the paced send clock says is still ahead of real time."""
+        if self._playout is not None:
+            return self._playout.unplayed_bytes()
+        return 0
+
+    async def _pause_output(self, turn_id: str) -> None:
+        turn = self._turn
+        if turn is None or turn.id != turn_id:
+            return
+        turn.heard_bytes = max(0, turn.emitted_bytes - self._unplayed_bytes())
+        turn.pause()
+        self.log.info("paused", turn_id=turn_id, heard_bytes=turn.heard_bytes)
+        await self._emit(Paused(turn_id))
+        await self._set_state("listening")
+
+    async def _resume_output(self, turn_id: str) -> None:
+        self._disarm()
+        turn = self._turn
+        if turn is None or turn.id != turn_id:
+            return
+        turn.heard_bytes = None
+        turn.resume()
+        self.log.info("resumed", turn_id=turn_id)
+        await self._emit(Resumed(turn_id))
+        await self._set_state("speaking" if turn.metrics.first_audio_out is not None else "thinking")
+
+    async def _cancel_turn(self, reason: str) -> None:
+        """The current reply stops for good; memory keeps what the listener heard of it."""
+        self._disarm()
         task, turn = self._reply_task, self._turn
         if task is None or turn is None or task.done():
-            return False
+            return
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         if turn.finished:  # only the audible tail was left: the client must still drop it
             self.events.purge(lambda e: isinstance(e, AudioOut) and e.turn_id == turn.id)
-            await self._emit(Interrupted(turn.id))
+            await self._emit(Interrupted(turn.id, reason))
             self._turn = None
             await self._set_state("listening")
-            return True
+            return
         purged = self.events.purge(lambda e: isinstance(e, AudioOut) and e.turn_id == turn.id)
         turn.interrupted = True
         turn.metrics.interrupted = True
         self.log.info("interrupted", turn_id=turn.id, reason=reason, dropped_frames=purged)
         if turn.metrics.first_audio_out is None and turn.user_text:
             self._carry_user_text = turn.user_text  # nothing was said: the user's words join the next turn
-        await self._emit(Interrupted(turn.id))
-        played = max(0, turn.emitted_bytes - purged * self._frame_bytes_out() - self._lead_bytes())
-        await self._finish_turn(turn, played_bytes=played)
+        await self._emit(Interrupted(turn.id, reason))
+        if turn.heard_bytes is not None:  # paused first: the listener heard what had played by then
+            played = turn.heard_bytes
+        else:
+            played = turn.emitted_bytes - purged * self._frame_bytes_out() - (
+                self._unplayed_bytes() if self._playout is not None else self._lead_bytes())
+        await self._finish_turn(turn, played_bytes=max(0, played))
         if not self._closed:
             await self._set_state("listening")
-        return True
+
+    def _arm(self, at: float) -> None:
+        self._disarm()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(max(0.0, at - now()), self._on_timer)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self._closed:
+            self._ticking = asyncio.create_task(self._apply(self._lifecycle.tick(now())), name=f"{self.id}-tick")
 
     async def _watch_limits(self) -> None:
         """End the session when it has been idle (no user speech or text) or open for too long."""
@@ -346,7 +434,9 @@ class Session:
         nothing to await, while the STT keeps up and no speculation or barge-in is due.
         """
         if (not heard & ~(FORWARD | SPEECH)
-                and (not heard & SPEECH or (self._speculation is None and not self._barge_in_due()))
+                and (self._lifecycle.phase == "idle" or not self._lifecycle.needs(
+                    heard & SPEECH != 0, self._listener.utterance_speech_ms))
+                and (not heard & SPEECH or self._speculation is None)
                 and self._stt.push_nowait(frame)):
             return None
         return self._act_on_heard(frame, heard)
@@ -360,25 +450,15 @@ class Session:
         elif heard & FORWARD:
             await self._push_stt(frame)
         if heard & SPEECH:
-            if self._speculation is not None:
-                await self._abandon_speculation()
-            await self._maybe_barge_in()
+            if self._speculation is not None and self._lifecycle.phase != "held":
+                await self._abandon_speculation()  # still transcribing early: no reply to abandon yet
+            await self._apply(self._lifecycle.voice(now(), self._listener.utterance_speech_ms))
+        elif self._lifecycle.paused:
+            await self._apply(self._lifecycle.quiet(now()))
         if heard & END_OF_TURN:
             await self._end_of_turn()
         elif heard & SPECULATE and self._speculation is None:
             await self._speculate()
-
-    def _barge_in_due(self) -> bool:
-        return (
-            self._taking.barge_in
-            and self._reply_task is not None
-            and not self._reply_task.done()
-            and self._listener.utterance_speech_ms >= self._taking.barge_in_min_ms
-        )
-
-    async def _maybe_barge_in(self) -> None:
-        if self._barge_in_due():
-            await self.interrupt("barge_in")
 
     async def _end_of_turn(self) -> None:
         speculation, self._speculation = self._speculation, None
@@ -386,8 +466,9 @@ class Session:
         metrics.speech_end = self._listener.last_speech_at
         metrics.stamp("end_of_turn")
         self._utterance_turn = None
-        if speculation is not None:
-            self._gates.pop(metrics.turn_id).set()  # the held reply may now be heard
+        if speculation is not None:  # the held reply may now be heard (its gate opens even before it starts)
+            await self._apply(self._lifecycle.turn_ended(metrics.turn_id)
+                              or [Decision("release", metrics.turn_id)])
         else:
             self._pending_finals.append(metrics)
             await self._push_stt(FLUSH)
@@ -425,11 +506,15 @@ class Session:
         await self._push_stt(FLUSH)
 
     async def _abandon_speculation(self) -> None:
+        """The user went on: the reply prepared for the words so far is dropped unheard."""
         metrics, self._speculation = self._speculation, None
-        assert metrics is not None
+        turn, task = self._turn, self._reply_task
+        if metrics is None:  # its turn had ended already; only the held reply is left
+            if turn is None or task is None or task.done():
+                return
+            metrics = turn.metrics
         self._gates.pop(metrics.turn_id, None)
         metrics.extra["abandoned"] = True
-        turn, task = self._turn, self._reply_task
         if turn is not None and turn.id == metrics.turn_id and task is not None and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -458,6 +543,8 @@ class Session:
             if text and text != self._last_interim:  # re-decoding STTs repeat themselves during pauses
                 self._last_interim = text
                 await self._emit(Transcript(text, False, turn_id))
+                if self._lifecycle.paused:
+                    await self._apply(self._lifecycle.words(len(text.split())))
             return
         self._last_interim = ""
         if (not self._pending_finals and event.speech_final and self._listener.speaking
@@ -482,6 +569,10 @@ class Session:
                 await self._emit(Transcript(self._carry_user_text, False, metrics.turn_id))
             return
         gate = self._gates.get(metrics.turn_id)
+        held = gate is not None and not gate.is_set()
+        if self._lifecycle.paused:  # the user's words (or their absence) decide an interrupted reply
+            await self._apply(self._lifecycle.words(len(text.split())) if held
+                              else self._lifecycle.user_turn_ended(len(text.split())))
         if not text:
             if gate is not None:  # nothing was said after all: the turn it would end is not a turn
                 self._speculation = None
@@ -494,7 +585,7 @@ class Session:
             text = f"{self._carry_user_text} {text}"
             self._carry_user_text = ""
         final = Transcript(text, True, metrics.turn_id)
-        if gate is not None and not gate.is_set():  # not final until the turn really ends
+        if held:  # not final until the turn really ends
             await self._emit(Transcript(text, False, metrics.turn_id))
             await self._begin_reply(text, metrics, gate=gate, prelude=(final,))
             return
@@ -510,6 +601,7 @@ class Session:
         self, user_text: str | None, metrics: TurnMetrics, *, fixed_text: str | None = None,
         gate: asyncio.Event | None = None, prelude: tuple[Event, ...] = (),
     ) -> None:
+        await self._apply(self._lifecycle.started(metrics.turn_id, held=gate is not None and not gate.is_set()))
         await self._cancel_reply()
         turn = Turn(metrics.turn_id, user_text, metrics, started_at=time.time())
         self._turn = turn
@@ -540,14 +632,14 @@ class Session:
         await self._finish_turn(turn, played_bytes=turn.emitted_bytes)
         if remaining > 0:
             await asyncio.sleep(remaining)  # the listener is still hearing the tail: keep 'speaking'
+        self._lifecycle.finished(turn.id)
         if self._turn is turn:
             self._turn = None
             await self._set_state("listening")
 
     async def _cancel_reply(self) -> None:
-        task = self._reply_task
-        if task is not None and not task.done():
-            await self.interrupt("new_turn")
+        if self._reply_active():
+            await self._cancel_turn("new_turn")
         self._reply_task = None
 
     async def _finish_turn(self, turn: Turn, *, played_bytes: int) -> None:
@@ -573,6 +665,16 @@ class Session:
         await self.engine.host.notify("turn_metrics", session=self, metrics=turn.metrics)
 
     # ---------------------------------------------------------------------------------------- output
+
+    async def _on_speaking(self, turn_id: str) -> None:
+        self._lifecycle.audio_started(turn_id)
+        if not self._lifecycle.paused:
+            await self._set_state("speaking")
+
+    def attach_playout(self, source: PlayoutSource | None) -> None:
+        """A transport that knows what its listener has heard reports it here (WebRTC: its track's buffer);
+        without one the session counts by the paced send clock."""
+        self._playout = source
 
     def attach_sink(self, sink: EventSink) -> None:
         """Let a transport take events directly when nothing is queued ahead of them (``Outbox``)."""

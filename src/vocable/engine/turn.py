@@ -61,6 +61,21 @@ class Turn:
     error: str | None = None
     started_at: float = 0.0
     finished: bool = False
+    paused: bool = False  # the player waits before its next frame (a barge-in not decided yet)
+    heard_bytes: int | None = None  # reply audio the listener had heard when the output paused
+    _resumed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def pause(self) -> None:
+        self.paused = True
+        self._resumed.clear()
+
+    def resume(self) -> None:
+        self.paused = False
+        self._resumed.set()
+
+    async def wait_resumed(self) -> None:
+        while self.paused:
+            await self._resumed.wait()
 
     def spoken_text(self, played_bytes: int) -> str:
         """The reply as far as it was heard: whole segments, then the heard share of the current one."""
@@ -148,7 +163,7 @@ class ReplyRunner:
         output: OutputConfig,
         output_sample_rate: int,
         emit: Callable[[Event], Awaitable[None]],
-        on_speaking: Callable[[], Awaitable[None]],
+        on_speaking: Callable[[str], Awaitable[None]],
         tools: dict[str, tuple[Tool, ToolHandler]],
         pace: bool,
         queue_chunks: int,
@@ -354,9 +369,11 @@ class ReplyRunner:
             for frame in frames:
                 if (wait := player.delay(frame)) > 0:
                     await player.pacer.sleep(wait)
+                if turn.paused:  # resumed from this very frame: nothing repeated, nothing skipped
+                    await turn.wait_resumed()
                 if metrics.first_audio_out is None:
                     metrics.stamp("first_audio_out")
-                    await self.on_speaking()
+                    await self.on_speaking(turn.id)
                 turn.emitted_bytes += len(frame)
                 await emit(AudioOut(frame, rate, turn.id))
             if item is None:
