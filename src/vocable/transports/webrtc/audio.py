@@ -62,6 +62,7 @@ class PlaybackTrack(MediaStreamTrack):
         self._start: float | None = None
         self.frames_sent = 0
         self.frames_with_audio = 0
+        self.paused = False  # the reply is paused by the user's voice: silence goes out, the buffer waits
 
     @property
     def buffered_ms(self) -> float:
@@ -75,10 +76,22 @@ class PlaybackTrack(MediaStreamTrack):
         if self.readyState == "live":
             self._buffer += pcm
 
+    @property
+    def buffered_bytes(self) -> int:
+        return len(self._buffer)
+
+    def pause(self) -> None:
+        """Hold what is buffered (silence goes out meanwhile); ``resume`` plays on from the same sample."""
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
     def clear(self) -> int:
         """Drop everything queued (an interruption): returns the bytes dropped."""
         dropped = len(self._buffer)
         self._buffer.clear()
+        self.paused = False
         self._room.set()
         return dropped
 
@@ -104,7 +117,7 @@ class PlaybackTrack(MediaStreamTrack):
         return self._next_frame()
 
     def _next_frame(self) -> av.AudioFrame:
-        chunk = bytes(self._buffer[: self._frame_bytes])
+        chunk = b"" if self.paused else bytes(self._buffer[: self._frame_bytes])
         if chunk:
             del self._buffer[: len(chunk)]
             self.frames_with_audio += 1

@@ -35,7 +35,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from starlette.websockets import WebSocket
 
 from vocable.engine.audio import resample_pcm
-from vocable.engine.events import AudioOut, Closed, ErrorEvent, Interrupted
+from vocable.engine.events import AudioOut, Closed, ErrorEvent, Interrupted, Paused, Resumed
 from vocable.engine.session import Session, SessionClosed
 from vocable.transports.protocol import (
     BadInput,
@@ -93,9 +93,15 @@ class Peer:
         self._audio_track: MediaStreamTrack | None = None
         self._last_audio_at: float | None = None
         self.frames_in = 0
+        session.attach_playout(self)
         self.pc.on("connectionstatechange", self._on_connection_state)
         self.pc.on("track", self._on_track)
         self.pc.on("datachannel", self._on_datachannel)
+
+    def unplayed_bytes(self) -> int:
+        """Reply audio the track still holds, at the session's output rate (the session's ``PlayoutSource``)."""
+        track = self.playback
+        return track.buffered_bytes * self.session.output_sample_rate // track.sample_rate
 
     @property
     def closing(self) -> bool:
@@ -285,6 +291,10 @@ class Peer:
             if isinstance(event, Interrupted):
                 dropped = self.playback.clear()
                 self.log.debug("webrtc_playback_cleared", turn_id=event.turn_id, dropped_bytes=dropped)
+            elif isinstance(event, Paused):
+                self.playback.pause()
+            elif isinstance(event, Resumed):
+                self.playback.resume()
             await self.send(event.to_wire())
         self.request_close(reason)
 
