@@ -104,6 +104,12 @@ class AgentConfig(Section):
     system_prompt: str = "You are a concise, friendly voice assistant. Answer in one or two short sentences."
     greeting: str | None = None
     memory: MemoryConfig = MemoryConfig()
+    tools: list[str] = Field(default_factory=list, description="plugin tools the LLM may call, by name")
+    filler_after_ms: int = Field(
+        default=1200, ge=0, description="a tool call running this long gets a filler phrase spoken; 0: never")
+    fillers: list[str] = Field(
+        default_factory=lambda: ["One moment.", "Let me check that."],
+        description="filler phrases, used in turn, spoken without an LLM round-trip")
 
 
 class TurnTakingConfig(Section):

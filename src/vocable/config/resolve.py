@@ -12,6 +12,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from vocable.config.loader import ConfigError, format_path, pydantic_errors
 from vocable.config.model import ProviderRef, VocableConfig
+from vocable.engine.tools import ToolSpec
 from vocable.plugins.manager import PluginHost
 from vocable.providers.errors import ProviderUnavailable
 from vocable.redaction import REDACTED, is_secret_key, redact_url
@@ -39,6 +40,7 @@ class ResolvedConfig:
     chains: dict[str, list[ProviderChoice]] = field(default_factory=dict)
     metrics: list[ProviderChoice] = field(default_factory=list)
     transports: list[tuple[type, BaseModel]] = field(default_factory=list)
+    tools: dict[str, ToolSpec] = field(default_factory=dict)  # the plugin tools ``agent.tools`` enables
 
     def chain(self, kind: str) -> list[ProviderChoice]:
         return self.chains[kind]
@@ -93,6 +95,13 @@ def resolve(config: VocableConfig, host: PluginHost) -> ResolvedConfig:
             errors.extend(pydantic_errors(exc, ("transports", name)))
             continue
         resolved.transports.append((registration.cls, settings))
+    for i, name in enumerate(config.agent.tools):
+        spec = host.tools.get(name)
+        if spec is None:
+            known = ", ".join(sorted(host.tools)) or "none"
+            errors.append((f"agent.tools[{i}]", f"unknown tool {name!r}; plugins registered: {known}"))
+        else:
+            resolved.tools[name] = spec
     if errors:
         raise ConfigError(errors)
     return resolved

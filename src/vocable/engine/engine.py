@@ -35,7 +35,7 @@ from vocable.engine.ledger import Ledger
 from vocable.engine.workers import Heartbeat
 from vocable.logging import configure_logging, scrubber
 from vocable.plugins.manager import PluginHost, autoload_enabled
-from vocable.providers.base import Tool
+from vocable.engine.tools import DEFAULT_TIMEOUT_S, ToolSpec, tool_spec
 from vocable.transports.base import Transport
 
 log = structlog.get_logger("vocable.engine")
@@ -83,7 +83,7 @@ class Engine:
         self.worker_id = worker_id
         self.heartbeat = Heartbeat(self)
         self.freeze_gc = freeze_gc
-        self.tools: dict[str, tuple[Tool, Callable[..., Any]]] = {}
+        self.tools: dict[str, ToolSpec] = dict(self.resolved.tools)  # plugin tools the config enabled, then @tool
         self.started_at = time.time()
         self.load_error: str | None = None
         self._ready = asyncio.Event() if _has_loop() else None
@@ -270,13 +270,18 @@ class Engine:
     # ------------------------------------------------------------------------------------ tools & metrics
 
     def tool(
-        self, name: str | None = None, *, description: str = "", parameters: dict[str, Any] | None = None
+        self, name: str | None = None, *, description: str = "", parameters: dict[str, Any] | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S, cancel_on_interruption: bool = False,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorator: expose a Python function to the LLM as a tool (sync or async)."""
+        """Decorator: expose a Python function to the LLM as a tool (sync or async).
+
+        A call runs once and ends once (ok, error, ``timeout_s``, or cancelled); by default it finishes even
+        when the user interrupts the reply that made it, and its result is remembered but not spoken.
+        """
         def decorate(fn: Callable[..., Any | Awaitable[Any]]) -> Callable[..., Any]:
-            tool = Tool(name or fn.__name__, description or (fn.__doc__ or "").strip(),
-                        parameters or {"type": "object", "properties": {}})
-            self.tools[tool.name] = (tool, fn)
+            spec = tool_spec(fn, name=name, description=description, parameters=parameters, timeout_s=timeout_s,
+                             cancel_on_interruption=cancel_on_interruption)
+            self.tools[spec.name] = spec
             return fn
         return decorate
 

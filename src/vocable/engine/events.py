@@ -109,13 +109,24 @@ class MetricsEvent(Event):
 
 @dataclass(frozen=True, slots=True)
 class ToolCallEvent(Event):
-    """The LLM asked for a tool; the app answers with ``Conversation.send_tool_result``."""
+    """The LLM asked for a tool, and the engine runs it (``vocable.engine.tools``); ``tool_result`` follows."""
 
     turn_id: str
     id: str
     name: str
     arguments: str
     type: str = field(init=False, default="tool_call")
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResultEvent(Event):
+    """A tool call ended, exactly once: ``status`` is ``ok``, ``error``, ``timeout`` or ``cancelled``."""
+
+    turn_id: str
+    id: str
+    name: str
+    status: str
+    type: str = field(init=False, default="tool_result")
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from vocable.providers.base import Message
+from vocable.providers.base import Message, ToolCall
 
 
 class Memory:
@@ -19,6 +19,7 @@ class Memory:
         self.max_turns = max_turns
         self.max_chars = max_chars
         self._messages: deque[Message] = deque()
+        self._pending: set[str] = set()  # ids of tool calls whose result is not in yet
 
     def add(self, message: Message) -> None:
         self._messages.append(message)
@@ -30,6 +31,30 @@ class Memory:
     def add_assistant(self, text: str) -> None:
         if text.strip():
             self.add(Message("assistant", text))
+
+    def add_tool_calls(self, calls: tuple[ToolCall, ...], results: dict[str, str]) -> None:
+        """The assistant message that made ``calls``, then one tool message per call, in the order chat APIs
+        require. A call still running gets its place now (``pending``) and its result by ``resolve``."""
+        self.add(Message("assistant", "", tool_calls=calls))
+        for call in calls:
+            if call.id not in results:
+                self._pending.add(call.id)
+            self._messages.append(Message("tool", results.get(call.id, ""), tool_call_id=call.id, name=call.name))
+
+    def resolve(self, call_id: str, content: str) -> bool:
+        """Fill in the result of a call that was still running when its turn was committed."""
+        if call_id not in self._pending:
+            return False
+        self._pending.discard(call_id)
+        for index, message in enumerate(self._messages):
+            if message.role == "tool" and message.tool_call_id == call_id:
+                self._messages[index] = Message("tool", content, tool_call_id=call_id, name=message.name)
+        return True
+
+    @property
+    def pending(self) -> bool:
+        """Some tool result is not in yet: the next request must wait for it (``ToolCalls.settle``)."""
+        return bool(self._pending)
 
     def context(self, pending_user: str | None = None) -> list[Message]:
         """The messages for the next LLM request (system prompt first)."""

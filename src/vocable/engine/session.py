@@ -44,6 +44,7 @@ from vocable.engine.memory import Memory
 from vocable.engine.metrics import TurnMetrics, now
 from vocable.engine.outbox import EventSink, Outbox, PlayoutSource
 from vocable.engine.rate import SlidingWindow
+from vocable.engine.tools import Fillers, ToolCalls
 from vocable.engine.transcriber import Transcriber
 from vocable.engine.turn import ReplyRunner, Turn
 from vocable.providers.base import FLUSH, Flush, TranscriptEvent
@@ -149,6 +150,7 @@ class Session:
         self._speculation: TurnMetrics | None = None  # a turn transcribed early, awaiting its end of turn
         self._gates: dict[str, asyncio.Event] = {}  # turn id -> opens when a speculative reply may be heard
         # reply
+        self._tools = ToolCalls(engine.tools, self._emit, self.memory.resolve, {"session_id": self.id})
         self._reply_task: asyncio.Task[None] | None = None
         self._turn: Turn | None = None
         self._replies = ReplyRunner(
@@ -157,7 +159,8 @@ class Session:
             output_sample_rate=self.output_sample_rate,
             emit=self._emit,
             on_speaking=self._on_speaking,
-            tools=engine.tools,
+            tools=self._tools,
+            fillers=Fillers(config.agent.filler_after_ms, config.agent.fillers),
             pace=pace,
             queue_chunks=max(8, pipeline.queue_frames // 4),
             log_context={"session_id": self.id},
@@ -199,6 +202,7 @@ class Session:
             self._ticking.cancel()
             await asyncio.gather(self._ticking, return_exceptions=True)
         await self._cancel_reply()
+        await self._tools.aclose()
         await self._stt.aclose()
         await self._turn_stream.aclose()
         self.events.purge(lambda e: isinstance(e, AudioOut))
@@ -380,7 +384,8 @@ class Session:
         turn.interrupted = True
         turn.metrics.interrupted = True
         self.log.info("interrupted", turn_id=turn.id, reason=reason, dropped_frames=purged)
-        if turn.metrics.first_audio_out is None and turn.user_text:
+        self._tools.interrupted(turn.id)  # its calls run on, but those that ask to be cancelled
+        if turn.metrics.first_audio_out is None and turn.user_text and not turn.tool_calls:
             self._carry_user_text = turn.user_text  # nothing was said: the user's words join the next turn
         await self._emit(Interrupted(turn.id, reason))
         if turn.heard_bytes is not None:  # paused first: the listener heard what had played by then
@@ -605,18 +610,21 @@ class Session:
         await self._cancel_reply()
         turn = Turn(metrics.turn_id, user_text, metrics, started_at=time.time())
         self._turn = turn
-        messages = self.memory.context(user_text) if fixed_text is None else None
         if gate is None or gate.is_set():
             await self._set_state("thinking")
         self._reply_task = asyncio.create_task(
-            self._run_reply(turn, messages, fixed_text, gate, prelude), name=f"{turn.id}-reply")
+            self._run_reply(turn, fixed_text, gate, prelude), name=f"{turn.id}-reply")
 
     async def _run_reply(
-        self, turn: Turn, messages: Any, fixed_text: str | None, gate: asyncio.Event | None,
-        prelude: tuple[Event, ...],
+        self, turn: Turn, fixed_text: str | None, gate: asyncio.Event | None, prelude: tuple[Event, ...],
     ) -> None:
         remaining = 0.0
         try:
+            messages = None
+            if fixed_text is None:
+                if self.memory.pending:  # a call from an earlier reply is still running: its result comes first
+                    await self._tools.settle()
+                messages = self.memory.context(turn.user_text)
             remaining = await self._replies.run(turn, messages, fixed_text, gate, prelude)
         except asyncio.CancelledError:
             raise
@@ -645,8 +653,11 @@ class Session:
     async def _finish_turn(self, turn: Turn, *, played_bytes: int) -> None:
         turn.finished = True
         spoken = turn.spoken_text(played_bytes) if turn.interrupted else turn.reply_text
-        if turn.user_text is not None and not (turn.interrupted and turn.metrics.first_audio_out is None):
+        unheard = turn.interrupted and turn.metrics.first_audio_out is None
+        if turn.user_text is not None and (not unheard or turn.tool_calls):
             self.memory.add_user(turn.user_text)
+            if turn.tool_calls:  # every call and its result, heard or not: the model must know what it did
+                self.memory.add_tool_calls(tuple(turn.tool_calls), self._tools.take(turn.tool_calls))
             self.memory.add_assistant(spoken)
         elif turn.user_text is None and spoken:
             self.memory.add_assistant(spoken)

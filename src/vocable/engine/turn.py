@@ -9,7 +9,6 @@ Cancelling the reply task cancels all three, and ``aclosing`` closes every provi
 from __future__ import annotations
 
 import asyncio
-import json
 from copy import copy
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
@@ -25,7 +24,8 @@ from vocable.engine.fallback import ServedBy, fallback_stream
 from vocable.engine.metrics import TurnMetrics, now
 from vocable.engine.pacer import Pacer
 from vocable.engine.textfeed import TextFeed
-from vocable.providers.base import AudioChunk, Message, TextDelta, Tool, ToolCall, Usage, split_sentences
+from vocable.engine.tools import Fillers, ToolCalls, ToolOutcome
+from vocable.providers.base import AudioChunk, Message, TextDelta, ToolCall, Usage, split_sentences
 
 if TYPE_CHECKING:
     from vocable.config.model import OutputConfig
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("vocable.turn")
 
-ToolHandler = Callable[..., Awaitable[Any] | Any]
 MAX_TOOL_ROUNDS = 4
 LLM_STALL_S = 20.0
 TTS_STALL_S = 30.0
@@ -61,6 +60,7 @@ class Turn:
     error: str | None = None
     started_at: float = 0.0
     finished: bool = False
+    tool_calls: list[ToolCall] = field(default_factory=list)  # calls this reply started, in order
     paused: bool = False  # the player waits before its next frame (a barge-in not decided yet)
     heard_bytes: int | None = None  # reply audio the listener had heard when the output paused
     _resumed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -164,7 +164,8 @@ class ReplyRunner:
         output_sample_rate: int,
         emit: Callable[[Event], Awaitable[None]],
         on_speaking: Callable[[str], Awaitable[None]],
-        tools: dict[str, tuple[Tool, ToolHandler]],
+        tools: ToolCalls,
+        fillers: Fillers,
         pace: bool,
         queue_chunks: int,
         log_context: dict[str, Any],
@@ -175,6 +176,7 @@ class ReplyRunner:
         self.emit = emit
         self.on_speaking = on_speaking
         self.tools = tools
+        self.fillers = fillers
         self.pace = pace
         self.queue_chunks = queue_chunks
         self.log = log.bind(**log_context)
@@ -235,7 +237,7 @@ class ReplyRunner:
 
     async def _pump_llm(self, turn: Turn, messages: list[Message], feed: TextFeed) -> None:
         metrics = turn.metrics
-        tools = [tool for tool, _ in self.tools.values()]
+        tools = [spec.tool for spec in self.tools.specs.values()]
         served = ServedBy()
         try:
             metrics.stamp("llm_request")
@@ -262,27 +264,31 @@ class ReplyRunner:
                 metrics.llm_provider = served.name
                 if not calls:
                     break
+                if self.gate is not None:  # a speculative reply runs no tool before the user's turn ends
+                    await self.gate.wait()
                 messages = messages + [Message("assistant", turn.reply_text, tool_calls=tuple(calls))]
                 for call in calls:
                     await self.emit(ToolCallEvent(turn.id, call.id, call.name, call.arguments))
-                    messages.append(Message("tool", await self._call_tool(call), tool_call_id=call.id, name=call.name))
+                turn.tool_calls.extend(calls)
+                outcomes = await self._await_tools(turn, [self.tools.start(turn.id, call) for call in calls], feed)
+                messages.extend(Message("tool", o.content, tool_call_id=o.call.id, name=o.call.name) for o in outcomes)
             await self.emit(Reply("", True, turn.id))
         finally:
             feed.close()
 
-    async def _call_tool(self, call: ToolCall) -> str:
-        entry = self.tools.get(call.name)
-        if entry is None:
-            return json.dumps({"error": f"unknown tool {call.name!r}"})
-        try:
-            arguments = json.loads(call.arguments or "{}")
-            result = entry[1](**arguments)
-            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
-                result = await result
-        except Exception as exc:
-            self.log.warning("tool_failed", tool=call.name, error=str(exc))
-            return json.dumps({"error": f"{type(exc).__name__}: {exc}"})
-        return result if isinstance(result, str) else json.dumps(result, default=str)
+    async def _await_tools(self, turn: Turn, running: list[asyncio.Task[ToolOutcome]], feed: TextFeed
+                           ) -> list[ToolOutcome]:
+        """The calls' outcomes, speaking a filler phrase if they take long. Shielded: cancelling the reply
+        (an interruption) does not cancel the calls; ``ToolCalls`` decides that per tool."""
+        together = asyncio.shield(asyncio.gather(*running))
+        after = self.fillers.after_s
+        if after > 0:
+            done, _ = await asyncio.wait({together}, timeout=after)
+            if not done and (phrase := self.fillers.next()):
+                turn.reply_text += phrase + " "
+                feed.push(phrase + " ")
+                await self.emit(Reply(phrase + " ", False, turn.id))
+        return list(await together)
 
     # ------------------------------------------------------------------------------------------- TTS
 

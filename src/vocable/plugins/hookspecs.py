@@ -44,6 +44,17 @@ def register_transports(register: Callable[[type], None]) -> None:
 
 
 @hookspec
+def register_tools(register: Callable[..., None]) -> None:
+    """Register tools the LLM may call, so a tool ships on PyPI like a provider.
+
+    Call ``register(handler, name=..., description=..., parameters=..., timeout_s=..., cancel_on_interruption=...)``
+    once per tool; ``handler`` is a plain or ``async`` function taking the JSON arguments as keywords. Users
+    enable a plugin's tools by name: ``agent: {tools: [name, ...]}``. Tools made with ``@engine.tool`` are
+    always on. See docs/plugins.md for how a call lives and ends.
+    """
+
+
+@hookspec
 def session_started(session: Session) -> Any:
     """A session has started (any transport, or ``Engine.conversation``). May return an awaitable."""
 

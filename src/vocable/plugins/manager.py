@@ -19,6 +19,7 @@ from typing import Any
 import pluggy
 import structlog
 
+from vocable.engine.tools import ToolSpec, tool_spec
 from vocable.plugins import hookspecs
 
 log = structlog.get_logger("vocable.plugins")
@@ -73,6 +74,7 @@ class PluginHost:
         self.failures: list[PluginFailure] = []
         self.providers: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
         self.transports: dict[str, Registration] = {}
+        self.tools: dict[str, ToolSpec] = {}  # registered by plugins; a config enables them by name
         if autoload_enabled() if autoload is None else autoload:
             self._load_entry_points()
         for plugin in plugins:
@@ -140,8 +142,14 @@ class PluginHost:
         found: list[tuple[str, type]] = []
         caller("register_providers", others)(register=lambda cls: found.append(("provider", cls)))
         caller("register_transports", others)(register=lambda cls: found.append(("transport", cls)))
+        tools: list[ToolSpec] = []
+        caller("register_tools", others)(register=lambda handler, **options: tools.append(tool_spec(handler, **options)))
         for what, cls in found:
             self._register(what, cls, plugin_name)
+        for spec in tools:
+            if spec.name in self.tools:
+                log.warning("tool_shadowed", name=spec.name, by=plugin_name)
+            self.tools[spec.name] = spec
 
     def _register(self, what: str, cls: type, plugin_name: str) -> None:
         if not inspect.isclass(cls) or not isinstance(getattr(cls, "name", None), str):
