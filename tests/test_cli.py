@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from vocable.testing.scripted import scripted_config
+from vocable.testing.speech import read_wav
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCABLE = [sys.executable, "-m", "vocable.cli"]
@@ -111,3 +112,29 @@ def test_example_plugin_passes_the_contract_kit(reverse_installed):
                          capture_output=True, text=True, timeout=300, cwd=ROOT / "examples" / "vocable-reverse")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "passed" in out.stdout
+
+
+# ------------------------------------------------------------------------------------------- talk
+
+
+def talk_lines(stdout: str, label: str) -> list[str]:
+    return [line.split(":", 1)[1].strip() for line in stdout.splitlines() if line.startswith(label + ":")]
+
+
+@pytest.mark.parametrize("turns", [False, True])
+def test_talk_answers_a_recording_with_pauses(tmp_path, turns):
+    from test_talk import PHRASES, recording, spoken_bytes, talk_config
+
+    config = write(tmp_path, talk_config(0 if turns else 400))
+    reply = tmp_path / "reply.wav"
+    flags = ["--turns"] if turns else []
+    out = run("talk", recording(tmp_path / "in.wav"), "-c", str(config), "-o", str(reply), *flags)
+    assert out.returncode == 0, out.stderr[-3000:]
+    heard = PHRASES if turns else [" ".join(PHRASES)]  # the whole file is one turn unless --turns
+    assert talk_lines(out.stdout, "you said") == heard
+    assert talk_lines(out.stdout, "agent said") == [f"You said: {text}." for text in heard]
+    assert len(talk_lines(out.stdout, "latency")) == len(heard)
+    assert all("voice_to_voice_ms=" in line for line in talk_lines(out.stdout, "latency"))  # no reply cut off
+    pcm, rate = read_wav(str(reply))
+    assert len(pcm) == sum(spoken_bytes([f"You said: {text}."]) for text in heard)  # every reply, whole
+    assert talk_lines(out.stdout, "reply audio") == [f"{reply} ({len(pcm) / 2 / rate:.2f} s)"]

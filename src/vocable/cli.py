@@ -114,11 +114,10 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_talk(args: argparse.Namespace) -> int:
-    from vocable.engine.engine import Engine
-    from vocable.talk import run_talk
+    from vocable.talk import run_talk, talk_engine
 
     try:
-        engine = Engine(_load(args.config))
+        engine = talk_engine(_load(args.config), turns=args.turns)
         result = asyncio.run(run_talk(engine, args.input, args.output))
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
@@ -126,9 +125,12 @@ def cmd_talk(args: argparse.Namespace) -> int:
     except (OSError, ValueError, RuntimeError, TimeoutError) as exc:
         print(f"vocable talk: {exc}", file=sys.stderr)
         return 1
-    print(f"you said:   {result.transcript}")
-    print(f"agent said: {result.reply}")
-    print("latency:    " + ", ".join(f"{k}={v:.0f} ms" for k, v in result.latency.items() if v is not None))
+    for n, turn in enumerate(result.turns, 1):
+        if len(result.turns) > 1:
+            print(f"-- turn {n} of {len(result.turns)}")
+        print(f"you said:   {turn.transcript}")
+        print(f"agent said: {turn.reply}")
+        print("latency:    " + ", ".join(f"{k}={v:.0f} ms" for k, v in turn.latency.items() if v is not None))
     if args.output:
         print(f"reply audio: {args.output} ({result.audio_seconds:.2f} s)")
     return 0
@@ -151,10 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.set_defaults(func=cmd_plugins)
     schema = sub.add_parser("schema", help="print the config's JSON Schema")
     schema.set_defaults(func=cmd_schema)
-    talk = sub.add_parser("talk", help="one turn from a WAV file, no network")
+    talk = sub.add_parser("talk", help="the whole WAV file as one user turn, answered with no network")
     talk.add_argument("input")
     talk.add_argument("-c", "--config")
-    talk.add_argument("-o", "--output")
+    talk.add_argument("-o", "--output", help="write the reply audio here (every reply, in order, with --turns)")
+    talk.add_argument("--turns", action="store_true",
+                      help="let pauses in the file end turns, as live; each turn is answered in full")
     talk.set_defaults(func=cmd_talk)
     return parser
 

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from local.localkit import words
+from vocable.engine.audio import resample_pcm
 from vocable.testing.speech import espeak_available, espeak_pcm, read_wav, rms, silence, write_wav
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not espeak_available(), reason="espeak-ng makes the question")]
@@ -43,3 +45,54 @@ def test_talk_reports_a_bad_file_clearly(tmp_path):
                          timeout=120, cwd=tmp_path, env={**os.environ, "VOCABLE_DB": str(tmp_path / "t.db")})
     assert out.returncode == 1
     assert "vocable talk:" in out.stderr and "Traceback" not in out.stderr
+
+
+# A person reading with natural pauses: each pause is longer than the default 500 ms end-of-turn hangover.
+PHRASES = {
+    "The weather was cold this morning.": {"cold", "morning"},
+    "My brother walked the dog to the park.": {"brother", "dog", "park"},
+    "What should we cook for dinner tonight?": {"cook", "dinner"},
+}
+
+
+def talk(tmp_path, *options: str) -> tuple[list[tuple[str, str]], bytes, int]:
+    """``vocable talk`` on the three phrases 0.9 s apart (16 kHz mono, ~9 s): its output lines, the reply audio."""
+    recording, reply = tmp_path / "reading.wav", tmp_path / "reply.wav"
+    pcm = silence(300)
+    for i, phrase in enumerate(PHRASES):
+        pcm += (silence(900) if i else b"") + espeak_pcm(phrase)
+    write_wav(str(recording), pcm + silence(300), 16000)
+    out = subprocess.run(
+        [sys.executable, "-m", "vocable.cli", "talk", str(recording), "-o", str(reply), *options],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "VOCABLE_DB": str(tmp_path / "talk.db")},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [tuple(part.strip() for part in line.split(":", 1)) for line in out.stdout.splitlines() if ":" in line]
+    audio, rate = read_wav(str(reply))
+    assert ("reply audio", f"{reply} ({len(audio) / 2 / rate:.2f} s)") in lines
+    return lines, audio, rate
+
+
+def test_talk_hears_every_phrase_and_writes_the_whole_reply(tmp_path, whisper):
+    lines, audio, rate = talk(tmp_path)
+    said = dict(lines)
+    assert [key for key, _ in lines].count("you said") == 1  # the pauses did not end the turn
+    heard = words(said["you said"])
+    for phrase, keys in PHRASES.items():
+        assert keys <= heard, (phrase, said["you said"])
+    assert "voice_to_voice_ms=" in said["latency"]  # answered, not cut off
+    assert len(audio) / 2 / rate > 1.0 and rms(audio) > 300
+    # the file holds the whole reply: Whisper hears the reply's words in it, up to the last ones
+    reply = said["agent said"].split()
+    back = words(whisper.decode(resample_pcm(audio, rate, 16000), 16000)[0])
+    assert len(words(" ".join(reply)) & back) >= 0.7 * len(words(" ".join(reply))), (said["agent said"], back)
+    assert words(" ".join(reply[-3:])) & back, (said["agent said"], back)
+
+
+def test_talk_turns_lets_the_pauses_end_turns(tmp_path):
+    lines, audio, rate = talk(tmp_path, "--turns")
+    turns = [value for key, value in lines if key == "you said"]
+    assert len(turns) > 1, lines
+    assert len([value for key, value in lines if key == "agent said" and value]) == len(turns)
+    assert len(audio) / 2 / rate > 1.0 and rms(audio) > 300
