@@ -38,7 +38,7 @@ def cloud_config(deepgram: DeepgramStandin, groq: GroqStandin, elevenlabs: Eleve
             "turn": {"provider": "silence", "hangover_ms": 300},
             "stt": {"provider": "deepgram", "base_url": deepgram.url, **fast},
             "llm": [
-                {"provider": "groq", "base_url": groq.url, "max_retries": 1, **fast},
+                {"provider": "groq", "base_url": groq.url, "retries": 1, **fast},
                 {"provider": "scripted", "reply": "The fallback model answers."},
             ],
             "tts": {

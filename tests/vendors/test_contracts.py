@@ -21,7 +21,7 @@ from vocable.testing.contract import LLMContract, STTContract, TTSContract
 
 S = TypeVar("S", bound=Standin)
 
-COMMON: dict[str, object] = {"request_timeout_s": 2.0, "retry_delay_s": 0.01}
+COMMON: dict[str, object] = {"request_timeout_s": 2.0}
 
 
 def _threaded(cls: type[S]) -> Iterator[S]:

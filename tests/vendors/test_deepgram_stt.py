@@ -26,7 +26,7 @@ def make_stt(standin: DeepgramStandin, **overrides: object) -> DeepgramSTT:
         "api_key": API_KEY,
         "base_url": standin.url,
         "request_timeout_s": 1.0,
-        "retry_delay_s": 0.01,
+        "reconnect_delay_s": 0.01,
         "max_reconnects": 2,
         "finalize_timeout_s": 1.0,
         "keepalive_s": 4.0,

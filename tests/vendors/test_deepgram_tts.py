@@ -9,7 +9,7 @@ import pytest
 import structlog
 from standins import DeepgramStandin
 from standins.deepgram_standin import tone_pcm
-from vendor_support import API_KEY, collect
+from vendor_support import API_KEY, collect, engine_stream, through_engine
 
 from vocable.providers.base import AudioChunk
 from vocable.providers.deepgram import DeepgramTTS, DeepgramTTSSettings
@@ -25,17 +25,16 @@ def make_tts(standin: DeepgramStandin, **overrides: object) -> DeepgramTTS:
         "api_key": API_KEY,
         "base_url": standin.url,
         "request_timeout_s": 2.0,
-        "max_retries": 2,
-        "retry_delay_s": 0.01,
     }
     values.update(overrides)
     return DeepgramTTS(DeepgramTTSSettings.model_validate(values))
 
 
-async def synthesize(tts: DeepgramTTS, text: str = SENTENCE) -> list[AudioChunk]:
+async def synthesize(tts: DeepgramTTS, text: str = SENTENCE, retries: int = 2) -> list[AudioChunk]:
+    """One sentence as the engine asks for it: the provider only maps errors, the engine's policy retries."""
     await tts.start()
     try:
-        return await collect(tts.synthesize(text))
+        return await through_engine(lambda: tts.synthesize(text), retries=retries)
     finally:
         await tts.aclose()
 
@@ -110,7 +109,7 @@ async def test_429_then_success(deepgram: DeepgramStandin) -> None:
 async def test_500_becomes_service_unavailable(deepgram: DeepgramStandin) -> None:
     deepgram.set_mode("500")
     with pytest.raises(ServiceUnavailable):
-        await synthesize(make_tts(deepgram, max_retries=1))
+        await synthesize(make_tts(deepgram), retries=1)
     assert deepgram.attempts == 2
 
 
@@ -118,7 +117,7 @@ async def test_hang_times_out(deepgram: DeepgramStandin) -> None:
     deepgram.set_mode("hang")
     started = time.monotonic()
     with pytest.raises(ProviderTimeout):
-        await synthesize(make_tts(deepgram, request_timeout_s=0.3, max_retries=1))
+        await synthesize(make_tts(deepgram, request_timeout_s=0.3), retries=1)
     assert deepgram.attempts == 2 and time.monotonic() - started < 3
 
 
@@ -129,7 +128,7 @@ async def test_drop_mid_stream_does_not_repeat_audio(deepgram: DeepgramStandin) 
     received = b""
     try:
         with pytest.raises(ServiceUnavailable):
-            async for chunk in tts.synthesize(SENTENCE):
+            async for chunk in engine_stream(lambda: tts.synthesize(SENTENCE), retries=2):
                 received += chunk.pcm
     finally:
         await tts.aclose()

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 import structlog
 from standins import ElevenLabsStandin
 from standins.deepgram_standin import tone_pcm
-from vendor_support import API_KEY, collect
+from vendor_support import API_KEY, collect, engine_stream, through_engine
 
 from vocable.providers.base import AudioChunk
 from vocable.providers.elevenlabs import ElevenLabsSettings, ElevenLabsTTS
@@ -52,8 +52,6 @@ def make_tts(standin: ElevenLabsStandin, **overrides: object) -> ElevenLabsTTS:
         "base_url": standin.url,
         "voice_id": "voice-123",
         "request_timeout_s": 2.0,
-        "max_retries": 2,
-        "retry_delay_s": 0.01,
         "output_format": "pcm_16000",
     }
     values.update(overrides)
@@ -71,18 +69,19 @@ async def pieces(items: Sequence[str], delay_s: float = 0.0) -> AsyncIterator[st
         yield item
 
 
-async def run_speak(tts: ElevenLabsTTS, text: AsyncIterator[str]) -> list[AudioChunk]:
+async def run_speak(tts: ElevenLabsTTS, text: Callable[[], AsyncIterator[str]], retries: int = 2) -> list[AudioChunk]:
+    """A reply spoken as the engine asks for it: each attempt reads the text from its start (``text()``)."""
     await tts.start()
     try:
-        return await collect(tts.speak(text))
+        return await through_engine(lambda: tts.speak(text()), retries=retries)
     finally:
         await tts.aclose()
 
 
-async def run_synthesize(tts: ElevenLabsTTS, text: str = SENTENCE) -> list[AudioChunk]:
+async def run_synthesize(tts: ElevenLabsTTS, text: str = SENTENCE, retries: int = 2) -> list[AudioChunk]:
     await tts.start()
     try:
-        return await collect(tts.synthesize(text))
+        return await through_engine(lambda: tts.synthesize(text), retries=retries)
     finally:
         await tts.aclose()
 
@@ -105,7 +104,7 @@ async def test_http_stream_returns_pcm_at_the_format_rate(elevenlabs: ElevenLabs
 
 
 async def test_http_mode_speaks_sentence_by_sentence(elevenlabs: ElevenLabsStandin) -> None:
-    chunks = await run_speak(make_tts(elevenlabs, mode="http"), pieces(REPLY))
+    chunks = await run_speak(make_tts(elevenlabs, mode="http"), lambda: pieces(REPLY))
     assert [c.text for c in chunks if c.text] == [
         "The weather in Paris is mild today, with a light breeze from the west.",
         "Take a jacket if you go out tonight.",
@@ -131,7 +130,7 @@ async def test_http_429_is_retried_then_raised(elevenlabs: ElevenLabsStandin) ->
 async def test_http_500_is_retried_then_raised(elevenlabs: ElevenLabsStandin) -> None:
     elevenlabs.set_mode("500")
     with pytest.raises(ServiceUnavailable):
-        await run_synthesize(make_tts(elevenlabs, mode="http", max_retries=1))
+        await run_synthesize(make_tts(elevenlabs, mode="http"), retries=1)
     assert elevenlabs.attempts == 2
 
 
@@ -139,7 +138,7 @@ async def test_http_hang_times_out(elevenlabs: ElevenLabsStandin) -> None:
     elevenlabs.set_mode("hang")
     started = time.monotonic()
     with pytest.raises(ProviderTimeout):
-        await run_synthesize(make_tts(elevenlabs, mode="http", request_timeout_s=0.3, max_retries=1))
+        await run_synthesize(make_tts(elevenlabs, mode="http", request_timeout_s=0.3), retries=1)
     assert elevenlabs.attempts == 2 and time.monotonic() - started < 3
 
 
@@ -150,7 +149,7 @@ async def test_http_drop_does_not_repeat_audio(elevenlabs: ElevenLabsStandin) ->
     received = b""
     try:
         with pytest.raises(ServiceUnavailable):
-            async for chunk in tts.synthesize(SENTENCE):
+            async for chunk in engine_stream(lambda: tts.synthesize(SENTENCE), retries=2):
                 received += chunk.pcm
     finally:
         await tts.aclose()
@@ -166,7 +165,7 @@ async def test_websocket_sends_text_as_it_streams(elevenlabs: ElevenLabsStandin)
     tts = make_tts(elevenlabs)
     assert tts.capabilities.streaming_input
     started = time.monotonic()
-    chunks = await run_speak(tts, pieces(REPLY, delay_s=0.03))
+    chunks = await run_speak(tts, lambda: pieces(REPLY, delay_s=0.03))
     finished_text_at = started + 0.03 * len(REPLY)
 
     # All the text arrived, in order, ending with the end-of-input message.
@@ -193,7 +192,7 @@ async def test_websocket_sends_text_as_it_streams(elevenlabs: ElevenLabsStandin)
 
 async def test_websocket_401_at_upgrade_is_one_attempt(elevenlabs: ElevenLabsStandin) -> None:
     with structlog.testing.capture_logs() as logs, pytest.raises(AuthenticationError) as info:
-        await run_speak(make_tts(elevenlabs, api_key="xi-wrong-key-4242"), pieces(REPLY))
+        await run_speak(make_tts(elevenlabs, api_key="xi-wrong-key-4242"), lambda: pieces(REPLY))
     assert elevenlabs.attempts == 1
     assert "xi-wrong-key-4242" not in str(info.value) and "xi-wrong-key-4242" not in repr(logs)
 
@@ -204,7 +203,7 @@ async def test_websocket_refused_upgrade_is_retried(
 ) -> None:
     elevenlabs.set_mode(mode)
     with pytest.raises(error):
-        await run_speak(make_tts(elevenlabs), pieces(REPLY))
+        await run_speak(make_tts(elevenlabs), lambda: pieces(REPLY))
     assert elevenlabs.attempts == 3
 
 
@@ -212,7 +211,7 @@ async def test_websocket_hang_times_out(elevenlabs: ElevenLabsStandin) -> None:
     elevenlabs.set_mode("hang")
     started = time.monotonic()
     with pytest.raises(ProviderTimeout):
-        await run_speak(make_tts(elevenlabs, request_timeout_s=0.3, max_retries=1), pieces(REPLY))
+        await run_speak(make_tts(elevenlabs, request_timeout_s=0.3), lambda: pieces(REPLY), retries=1)
     assert elevenlabs.attempts == 2 and time.monotonic() - started < 3
 
 
@@ -224,7 +223,7 @@ async def test_websocket_drop_after_audio_is_not_restarted(elevenlabs: ElevenLab
     spoken: list[str] = []
     try:
         with pytest.raises(ServiceUnavailable):
-            async for chunk in tts.speak(pieces(REPLY)):
+            async for chunk in engine_stream(lambda: tts.speak(pieces(REPLY)), retries=2):
                 spoken.append(chunk.text or "")
     finally:
         await tts.aclose()
@@ -235,7 +234,7 @@ async def test_websocket_drop_after_audio_is_not_restarted(elevenlabs: ElevenLab
 async def test_websocket_drop_before_audio_replays_the_text(elevenlabs: ElevenLabsStandin) -> None:
     elevenlabs.set_mode("drop", times=1)
     elevenlabs.drop_after_audio = 0
-    chunks = await run_speak(make_tts(elevenlabs), pieces(REPLY, delay_s=0.005))
+    chunks = await run_speak(make_tts(elevenlabs), lambda: pieces(REPLY, delay_s=0.005))
     assert elevenlabs.attempts == 2
     spoken = "".join(c.text or "" for c in chunks)
     assert spoken.split() == "".join(REPLY).split(), "the second attempt must speak everything exactly once"
@@ -268,6 +267,11 @@ async def test_websocket_text_source_failure_is_raised_unchanged_and_not_retried
         yield "The weather "
         raise RateLimited("llm rate limited", provider="groq")
 
-    with pytest.raises(RateLimited, match="llm rate limited"):
-        await run_speak(make_tts(elevenlabs), failing_llm())
+    tts = make_tts(elevenlabs)
+    await tts.start()
+    try:
+        with pytest.raises(RateLimited, match="llm rate limited"):
+            await collect(tts.speak(failing_llm()))  # in the engine the text is a TextFeed, which never raises
+    finally:
+        await tts.aclose()
     assert elevenlabs.attempts == 1

@@ -9,7 +9,7 @@ import pytest
 import structlog
 from standins import GroqStandin
 from standins.groq_standin import DEFAULT_REPLY
-from vendor_support import API_KEY, collect
+from vendor_support import API_KEY, engine_stream, through_engine
 
 from vocable.providers.base import Message, TextDelta, Tool, ToolCall, Usage
 from vocable.providers.errors import AuthenticationError, ProviderTimeout, RateLimited, ServiceUnavailable
@@ -25,17 +25,18 @@ def make_llm(standin: GroqStandin, **overrides: object) -> GroqLLM:
         "api_key": API_KEY,
         "base_url": standin.url,
         "request_timeout_s": 2.0,
-        "max_retries": 2,
-        "retry_delay_s": 0.01,
     }
     values.update(overrides)
     return GroqLLM(GroqSettings.model_validate(values))
 
 
-async def run(llm: GroqLLM, messages: list[Message] = MESSAGES, tools: tuple[Tool, ...] = ()) -> list[object]:
+async def run(
+    llm: GroqLLM, messages: list[Message] = MESSAGES, tools: tuple[Tool, ...] = (), retries: int = 2
+) -> list[object]:
+    """One request as the engine makes it: the provider only maps errors, the engine's policy retries."""
     await llm.start()
     try:
-        return await collect(llm.stream(messages, tools=tools))
+        return await through_engine(lambda: llm.stream(messages, tools=tools), retries=retries)
     finally:
         await llm.aclose()
 
@@ -94,7 +95,7 @@ async def test_401_fails_at_once_with_one_attempt(groq: GroqStandin) -> None:
 async def test_429_is_retried_a_bounded_number_of_times(groq: GroqStandin) -> None:
     groq.set_mode("429")
     with pytest.raises(RateLimited):
-        await run(make_llm(groq, max_retries=2))
+        await run(make_llm(groq), retries=2)
     assert groq.attempts == 3
 
 
@@ -107,7 +108,7 @@ async def test_429_then_success(groq: GroqStandin) -> None:
 async def test_500_becomes_service_unavailable(groq: GroqStandin) -> None:
     groq.set_mode("500")
     with pytest.raises(ServiceUnavailable) as info:
-        await run(make_llm(groq, max_retries=1))
+        await run(make_llm(groq), retries=1)
     assert groq.attempts == 2
     assert API_KEY not in str(info.value)
 
@@ -116,7 +117,7 @@ async def test_hang_times_out(groq: GroqStandin) -> None:
     groq.set_mode("hang")
     started = time.monotonic()
     with pytest.raises(ProviderTimeout):
-        await run(make_llm(groq, request_timeout_s=0.3, max_retries=1))
+        await run(make_llm(groq, request_timeout_s=0.3), retries=1)
     assert groq.attempts == 2
     assert time.monotonic() - started < 3
 
@@ -133,7 +134,7 @@ async def test_drop_mid_stream_is_not_restarted(groq: GroqStandin) -> None:
     received: list[object] = []
     try:
         with pytest.raises(ServiceUnavailable):
-            async for chunk in llm.stream(MESSAGES):
+            async for chunk in engine_stream(lambda: llm.stream(MESSAGES), retries=2):
                 received.append(chunk)
     finally:
         await llm.aclose()

@@ -138,7 +138,7 @@ def test_groq_failing_falls_back_to_smollm_end_to_end(standins, tmp_path):
     pytest.importorskip("llama_cpp")
     urls = {name: standins.start(name) for name in ("deepgram", "elevenlabs")}
     urls["groq"] = standins.start("groq", "--mode", "500")
-    chain = [{"provider": "groq", "api_key": "${GROQ_API_KEY}", "base_url": urls["groq"], "max_retries": 1},
+    chain = [{"provider": "groq", "api_key": "${GROQ_API_KEY}", "base_url": urls["groq"], "retries": 1},
              {"provider": "smollm", "max_tokens": 24}]
     path = tmp_path / "fallback.yaml"
     path.write_text(yaml.safe_dump(cloud_config(urls, chain)))

@@ -17,14 +17,31 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class BreakerConfig(BaseModel):
+    """A provider's circuit breaker in its chain (``breaker:`` beside ``provider:``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    failures: int = Field(default=3, ge=0, le=100, description="failed attempts in a row that open it; 0: never")
+    cooldown_s: float = Field(default=30.0, gt=0, le=3600, description="how long an open breaker skips the "
+                                                                      "provider before one probe request")
+
+
 class ProviderRef(BaseModel):
-    """``{provider: name, ...settings}``: the settings stay raw until the provider's model validates them."""
+    """``{provider: name, ...settings}``: the settings stay raw until the provider's model validates them.
+
+    ``timeout_s``, ``retries``, ``retry_delay_s`` and ``breaker`` are the engine's, for any provider.
+    """
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
     provider: str = Field(min_length=1)
     timeout_s: float | None = Field(default=None, gt=0, description="time allowed before the first output")
     retries: int = Field(default=0, ge=0, le=5, description="retries of a retryable error before falling back")
+    retry_delay_s: float = Field(default=0.25, ge=0, le=30, description="the first retry's backoff; doubles on "
+                                 "each retry, with jitter, at most 2 s (longer if this is longer)")
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig, description="skip the provider after repeated "
+                                   "failures, then probe it again")
 
     @property
     def options(self) -> dict[str, Any]:

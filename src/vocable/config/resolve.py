@@ -132,7 +132,8 @@ def redacted(resolved: ResolvedConfig) -> dict[str, Any]:
     pipeline = _redact(config.pipeline.model_dump(exclude={"vad", "turn", "stt", "llm", "tts"}))
     for kind, chain in resolved.chains.items():
         pipeline[kind] = [
-            {"provider": c.name, "timeout_s": c.ref.timeout_s, "retries": c.ref.retries, **_redact(c.settings)}
+            {"provider": c.name, "timeout_s": c.ref.timeout_s, "retries": c.ref.retries,
+             "retry_delay_s": c.ref.retry_delay_s, "breaker": c.ref.breaker.model_dump(), **_redact(c.settings)}
             for c in chain
         ]
     out["pipeline"] = pipeline

@@ -14,8 +14,9 @@ def _provider_schema(defs: dict[str, Any], kind: str, name: str, settings: type)
     schema = settings.model_json_schema()
     defs.update(schema.pop("$defs", {}))
     properties = {"provider": {"const": name}}
-    for field in ("timeout_s", "retries"):
-        properties[field] = ProviderRef.model_json_schema()["properties"][field]
+    engine_keys = ProviderRef.model_json_schema()  # timeout_s, retries, retry_delay_s, breaker
+    defs.update(engine_keys.pop("$defs", {}))
+    properties.update({k: v for k, v in engine_keys["properties"].items() if k != "provider"})
     properties.update(schema.get("properties", {}))
     key = f"{kind}__{name}".replace("-", "_")
     defs[key] = {

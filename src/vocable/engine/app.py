@@ -56,6 +56,9 @@ def build_app(engine: Engine) -> Starlette:
             "providers": {kind: [live.name for live in getattr(engine.runtime, kind)]
                           for kind in ("vad", "turn", "stt", "llm", "tts")},
             "transports": [t.name for t in engine.transports],
+            # this process's circuit breakers: closed, open (skipped) or half_open (the next request probes)
+            "breakers": {kind: {name: breaker.state for name, breaker in named.items()}
+                         for kind, named in engine.runtime.breakers().items()},
         }
         if engine.worker_id is not None:
             body["worker"] = engine.worker_id

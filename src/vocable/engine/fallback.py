@@ -2,19 +2,24 @@
 
 A provider that raises, or says nothing within its ``timeout_s``, before its first output is closed and
 the next one in the chain gets the same request. Retryable errors (rate limits, 5xx, timeouts) are retried
-on the same provider ``retries`` times with backoff first. Once output has started, the stream is committed
-to that provider: an error after that point is reported, never papered over by repeating audio or text.
+on the same provider ``retries`` times first, with the engine's one policy (``vocable.engine.retry``:
+backoff with jitter, the vendor's ``Retry-After`` honoured); providers never retry on their own. Once output
+has started, the stream is committed to that provider: an error after that point is reported, never
+papered over by repeating audio or text. Each provider's circuit breaker (``vocable.engine.breaker``) counts
+its failed attempts; while it is open the provider is skipped, so a dead vendor costs no time at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import structlog
 
+from vocable.engine.breaker import CLOSED, Breaker, CircuitOpen
+from vocable.engine.retry import RetryPolicy
 from vocable.providers.errors import ProviderError, ProviderTimeout
 
 P = TypeVar("P")
@@ -22,18 +27,16 @@ T = TypeVar("T")
 
 log = structlog.get_logger("vocable.fallback")
 
-BACKOFF_BASE_S = 0.2
-BACKOFF_MAX_S = 2.0
-
 
 @dataclass(frozen=True, slots=True)
 class LiveProvider(Generic[P]):
-    """A started provider instance with its place in a chain."""
+    """A started provider instance with its place in a chain, its retry policy and its circuit breaker."""
 
     name: str
     provider: P
     timeout_s: float
-    retries: int = 0
+    retry: RetryPolicy = RetryPolicy()
+    breaker: Breaker = field(default_factory=Breaker)
 
 
 class AllProvidersFailed(ProviderError):
@@ -147,16 +150,25 @@ async def fallback_stream(
     """Yield the output of the first provider in ``chain`` whose stream produces something."""
     served = served if served is not None else ServedBy()
     for live in chain:
-        for attempt in range(live.retries + 1):
+        breaker = live.breaker
+        ticket = breaker.admit()
+        if ticket is None:
+            served.failures.append((live.name, CircuitOpen(breaker, provider=live.name)))
+            log.debug("provider_skipped", kind=kind, provider=live.name, breaker=breaker.state, **log_context)
+            continue
+        attempt = 0
+        while True:
             stream = open_stream(live.provider)
             try:
                 async with asyncio.timeout(live.timeout_s):
                     first = await anext(stream)
             except StopAsyncIteration:
+                _succeeded(kind, live, log_context)
                 served.name = live.name
                 await aclose(stream)
                 return
             except asyncio.CancelledError:
+                breaker.release(ticket)
                 await aclose(stream)
                 raise
             except Exception as exc:
@@ -164,15 +176,22 @@ async def fallback_stream(
                 if isinstance(exc, TimeoutError):
                     exc = ProviderTimeout(f"no output within {live.timeout_s:g} s", provider=live.name)
                 served.failures.append((live.name, exc))
-                retry = isinstance(exc, ProviderError) and exc.retryable and attempt < live.retries
+                opened = breaker.failed(exc, ticket)
+                # once the breaker is open (or a probe failed), the request falls back instead of retrying
+                retry = live.retry.allows(exc, attempt) and breaker.state == CLOSED
                 log.warning(
                     "provider_failed", kind=kind, provider=live.name, attempt=attempt + 1,
                     error=describe(exc), will_retry=retry, **log_context,
                 )
-                if retry:
-                    await asyncio.sleep(min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt))
-                    continue
-                break
+                if opened:
+                    log.warning("breaker_opened", kind=kind, provider=live.name, failures=breaker.failures,
+                                cooldown_s=breaker.cooldown_s, **log_context)
+                if not retry:
+                    break
+                await asyncio.sleep(live.retry.delay(attempt, exc))
+                attempt += 1
+                continue
+            _succeeded(kind, live, log_context)
             served.name = live.name
             watch = StallWatch(stall_timeout_s) if stall_timeout_s is not None else None
             try:
@@ -197,3 +216,8 @@ async def fallback_stream(
                     watch.close()
                 await aclose(stream)
     raise AllProvidersFailed(kind, served.failures)
+
+
+def _succeeded(kind: str, live: LiveProvider[Any], log_context: dict[str, Any]) -> None:
+    if live.breaker.succeeded():
+        log.info("breaker_closed", kind=kind, provider=live.name, **log_context)

@@ -9,7 +9,9 @@ from typing import Any
 import structlog
 
 from vocable.config.resolve import ProviderChoice, ResolvedConfig
+from vocable.engine.breaker import Breaker, breaker_board
 from vocable.engine.fallback import LiveProvider
+from vocable.engine.retry import RetryPolicy
 from vocable.providers.base import LLM, STT, TTS, VAD, MetricsSink, Provider, TurnDetector
 
 log = structlog.get_logger("vocable.runtime")
@@ -35,13 +37,23 @@ class Runtime:
 
         def live(choice: ProviderChoice) -> LiveProvider[Any]:
             provider = choice.cls(choice.settings)
-            timeout = choice.ref.timeout_s or DEFAULT_TIMEOUTS_S[choice.kind]
-            return LiveProvider(choice.name, provider, timeout, choice.ref.retries)
+            ref = choice.ref
+            timeout = ref.timeout_s or DEFAULT_TIMEOUTS_S[choice.kind]
+            return LiveProvider(choice.name, provider, timeout, RetryPolicy(ref.retries, ref.retry_delay_s),
+                                Breaker(ref.breaker.failures, ref.breaker.cooldown_s))
 
         for kind, chain in resolved.chains.items():
             getattr(runtime, kind).extend(live(c) for c in chain)
         runtime.metrics.extend(live(c) for c in resolved.metrics)
+        for sink in runtime.metrics:  # a sink that exports breaker state (prometheus) reads it from here
+            watch = getattr(sink.provider, "watch_breakers", None)
+            if callable(watch):
+                watch(runtime.breakers)
         return runtime
+
+    def breakers(self) -> dict[str, dict[str, Breaker]]:
+        """``{kind: {provider: breaker}}`` of the llm and tts chains (shared by every session)."""
+        return breaker_board({"llm": self.llm, "tts": self.tts})
 
     def all(self) -> list[LiveProvider[Provider]]:
         return [*self.vad, *self.turn, *self.stt, *self.llm, *self.tts, *self.metrics]

@@ -1,9 +1,11 @@
 """Deepgram as a vocable plugin: live streaming STT (Nova) and Aura TTS, through ``deepgram-sdk`` 7.x.
 
 Both use one ``AsyncDeepgramClient`` per provider, pointed at ``base_url`` (the websocket URL is the same
-host with ``ws``/``wss``), so tests and proxies need only one setting. The SDK's HTTP retries are off:
-errors are mapped and retried once, in ``vendor_errors``. The live session logic (keep-alive, Finalize,
-reconnect) is in ``deepgram_live`` because the SDK leaves all of it to the caller.
+host with ``ws``/``wss``), so tests and proxies need only one setting. The SDK's HTTP retries are off and
+the providers do not retry requests: errors are mapped once, in ``vendor_errors``, and the engine's retry
+policy decides. The live session logic (keep-alive, Finalize, reconnecting a dropped stream without
+repeating a word) is in ``deepgram_live`` because the SDK leaves all of it to the caller; its reconnects
+are spaced by the engine's ``RetryPolicy``.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from vocable.providers.base import (
     TranscriptEvent,
     TTSCapabilities,
 )
+from vocable.engine.retry import RetryPolicy
 from vocable.providers.deepgram_live import LiveOptions, LiveTranscription
 from vocable.providers.hosted import HostedSettings
 from vocable.redaction import redact_url
-from vocable.providers.vendor_errors import RetryPolicy, retry_stream
+from vocable.providers.vendor_errors import mapped_stream
 
 log = structlog.get_logger("vocable.providers.deepgram")
 
@@ -107,6 +110,8 @@ class DeepgramSTTSettings(HostedSettings):
     finalize_timeout_s: float = Field(2.0, gt=0, description="Longest wait for Deepgram's answer to a flush.")
     response_timeout_s: float = Field(10.0, gt=0, description="Audio sent with no reply this long: reconnect.")
     max_reconnects: int = Field(5, ge=0, le=20, description="Consecutive reconnect attempts after a drop.")
+    reconnect_delay_s: float = Field(0.25, ge=0, le=30, description="First reconnect delay; doubles on each "
+                                     "attempt, with jitter (retry_delay_s, beside provider:, is the engine's).")
 
 
 class DeepgramSTT(STT):
@@ -170,7 +175,7 @@ class DeepgramSTT(STT):
                 finalize_timeout_s=s.finalize_timeout_s,
                 response_timeout_s=s.response_timeout_s,
                 close_timeout_s=s.request_timeout_s,
-                policy=RetryPolicy(retries=s.max_reconnects, base_delay_s=s.retry_delay_s),
+                policy=RetryPolicy(retries=s.max_reconnects, base_delay_s=s.reconnect_delay_s),
                 provider=self.name,
                 secrets=s.secrets(),
             ),
@@ -217,9 +222,8 @@ class DeepgramTTS(TTS):
 
     def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
         s = self.settings
-        return retry_stream(
-            lambda: self._attempt(text),
-            policy=s.retry_policy(),
+        return mapped_stream(
+            self._attempt(text),
             provider=self.name,
             idle_timeout_s=s.request_timeout_s,
             secrets=s.secrets(),

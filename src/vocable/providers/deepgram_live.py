@@ -11,8 +11,10 @@ does not know vocable's ``FLUSH`` contract (exactly one final transcript after e
 - the receiver accumulates ``is_final`` segments and emits one final per utterance (at ``speech_final``,
   ``UtteranceEnd``, or the ``from_finalize`` answer to a flush); a flush Deepgram never answers is closed
   after ``finalize_timeout_s`` with the text already heard, so the engine is never left waiting;
-- a drop re-opens the socket with bounded exponential backoff; 401/403 fail at once (one attempt).
-  Segments already emitted are never emitted again after a reconnect.
+- a drop re-opens the socket with bounded exponential backoff (the engine's ``RetryPolicy``: this is not a
+  request retry the fallback runner could do, since the stream lives as long as the session and has
+  already produced output); 401/403 fail at once (one attempt). Segments already emitted are never emitted
+  again after a reconnect.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from typing import Any
 
 import structlog
 
+from vocable.engine.retry import RetryPolicy
 from vocable.providers.base import Flush, TranscriptEvent
 from vocable.providers.errors import ProviderError, ProviderTimeout, ServiceUnavailable
-from vocable.providers.vendor_errors import RetryPolicy, map_error, should_retry
+from vocable.providers.vendor_errors import map_error
 
 log = structlog.get_logger("vocable.providers.deepgram")
 
@@ -119,7 +122,7 @@ class LiveTranscription:
                     attempt = 0  # the link worked before it dropped: a fresh drop starts the backoff over
                 if error.retryable and self._nothing_left_to_send():
                     break  # the audio is over and fully sent: no reason to reconnect
-                if not should_retry(error, attempt, self._opt.policy):
+                if not self._opt.policy.allows(error, attempt):
                     await self._events.put(error)
                     return
                 delay = self._opt.policy.delay(attempt, error)

@@ -6,9 +6,9 @@ sentence aggregation. ``mode: websocket`` uses the stream-input API
 realtime helper is synchronous and forces ``wss``: text pieces go out as they arrive, so the first audio
 does not wait for a whole sentence. Audio is raw PCM in both modes (``output_format: pcm_*``).
 
-Retries follow ``vendor_errors.retry_stream``: a failure before any audio is retried (the websocket
-attempt replays the text it had already sent); after audio has been yielded the error is raised, so the
-user never hears a sentence twice.
+Each call is one attempt whose failures are mapped (``vendor_errors.mapped_stream``); the engine's retry
+policy retries a failure before any audio (giving the new attempt the reply's text from its start), and
+after audio has been yielded the error is raised, so the user never hears a sentence twice.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from vocable.providers.base import TTS, AudioChunk, Requirement, TTSCapabilities
 from vocable.providers.errors import ProviderTimeout
 from vocable.providers.hosted import HostedSettings
 from vocable.redaction import redact_url
-from vocable.providers.vendor_errors import close_error, retry_stream
+from vocable.providers.vendor_errors import close_error, mapped_stream
 
 log = structlog.get_logger("vocable.providers.elevenlabs")
 
@@ -66,10 +66,11 @@ class _TextSourceFailed(Exception):
 
 
 class _SpeakerFeed:
-    """The text of one reply, read once from the engine and replayable by each websocket attempt.
+    """The text of one reply, read from the engine's iterator by a task of its own.
 
-    A reader task drains the engine's iterator (so no attempt ever cancels it mid-``anext``); an attempt
-    that fails before audio came back can start over from the first piece. Bounded by the reply's length.
+    The reader task drains the engine's iterator, so the websocket's sender never cancels it mid-``anext``
+    when the attempt ends, and a failure of the text itself is told apart from the vendor's. Bounded by the
+    reply's length.
     """
 
     def __init__(self, text: AsyncIterable[str]) -> None:
@@ -168,9 +169,8 @@ class ElevenLabsTTS(TTS):
 
     def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
         s = self.settings
-        return retry_stream(
-            lambda: self._http_attempt(text),
-            policy=s.retry_policy(),
+        return mapped_stream(
+            self._http_attempt(text),
             provider=self.name,
             idle_timeout_s=s.request_timeout_s,
             secrets=s.secrets(),
@@ -213,9 +213,8 @@ class ElevenLabsTTS(TTS):
             return
         s = self.settings
         feed = _SpeakerFeed(text)
-        stream = retry_stream(
-            lambda: self._ws_attempt(feed),
-            policy=s.retry_policy(),
+        stream = mapped_stream(
+            self._ws_attempt(feed),
             provider=self.name,
             idle_timeout_s=None,  # the LLM may be slow; the attempt bounds its own waits
             secrets=s.secrets(),

@@ -2,8 +2,10 @@
 
 The engine decides what to do from the class alone: ``AuthenticationError`` and ``ConfigurationError``
 are never retried; ``RateLimited``, ``ServiceUnavailable`` and ``ProviderTimeout`` are retried a bounded
-number of times with backoff, then the next provider of a fallback chain takes over. Messages never carry
-secrets: providers build them from status codes and vendor error text only.
+number of times with backoff (``vocable.engine.retry``), then the next provider of a fallback chain takes
+over. Providers only raise these; they never retry themselves. ``retry_after_s`` carries a vendor's own
+``Retry-After`` when it gave one. Messages never carry secrets: providers build them from status codes and
+vendor error text only.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ class ProviderError(Exception):
     retryable: bool = False
     code: str = "provider_error"
 
-    def __init__(self, message: str, *, provider: str | None = None) -> None:
+    def __init__(self, message: str, *, provider: str | None = None, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.provider = provider
+        self.retry_after_s = retry_after_s  # how long the vendor asked us to wait before trying again
 
     def __str__(self) -> str:
         base = super().__str__()

@@ -5,8 +5,9 @@ in pieces (id and name first, then argument fragments keyed by ``index``) and ar
 engine only ever sees whole ``ToolCall``s. Token usage comes in the last chunk as ``x_groq.usage`` (or as
 ``usage`` where the API adds it) and is yielded as ``Usage`` for the turn's metrics.
 
-The SDK's own retries are off (``max_retries=0``): vocable maps errors once and retries in one place
-(``vendor_errors.retry_stream``), so that a 429 is not silently retried twice as often as configured.
+The SDK's own retries are off (``max_retries=0``) and this provider does not retry either: it maps errors
+once (``vendor_errors.mapped_stream``, with the vendor's ``Retry-After``) and the engine's retry policy decides,
+so that a 429 is not silently retried more often than the chain's ``retries`` says.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from vocable.providers.base import (
 from vocable.providers.errors import ServiceUnavailable
 from vocable.providers.hosted import HostedSettings
 from vocable.redaction import redact_url
-from vocable.providers.vendor_errors import retry_stream
+from vocable.providers.vendor_errors import mapped_stream
 
 log = structlog.get_logger("vocable.providers.groq")
 
@@ -118,9 +119,8 @@ class GroqLLM(LLM):
 
     def stream(self, messages: Sequence[Message], *, tools: Sequence[Tool] = ()) -> AsyncIterator[LLMChunk]:
         s = self.settings
-        return retry_stream(
-            lambda: self._attempt(messages, tools),
-            policy=s.retry_policy(),
+        return mapped_stream(
+            self._attempt(messages, tools),
             provider=self.name,
             idle_timeout_s=s.request_timeout_s,
             secrets=s.secrets(),

@@ -1,15 +1,19 @@
-"""Settings shared by every hosted-vendor provider: key, endpoint, timeout and retry budget.
+"""Settings shared by every hosted-vendor provider: key, endpoint and the vendor client's timeout.
 
 Kept in one base model so that Deepgram, Groq and ElevenLabs spell these keys the same way in YAML and
 validate them the same way (a blank key is an error at ``vocable check``, not a 401 at the first turn).
+Retries are not a provider setting: the engine retries every provider with one policy (``retries`` and
+``retry_delay_s`` beside ``provider:``), so ``max_retries`` is refused with a message naming ``retries``.
 """
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, field_validator
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from vocable.providers.base import ProviderSettings
-from vocable.providers.vendor_errors import RetryPolicy
 from vocable.redaction import url_secrets
 
 
@@ -21,8 +25,17 @@ class HostedSettings(ProviderSettings):
     request_timeout_s: float = Field(
         10.0, gt=0, description="The vendor client's longest wait for a connection or the next piece of output "
                                 "(the chain's own timeout_s, beside provider:, bounds the wait for the first output).")
-    max_retries: int = Field(2, ge=0, le=10, description="Retries of rate limits, 5xx and timeouts before giving up.")
-    retry_delay_s: float = Field(0.25, ge=0, le=30, description="First backoff delay; doubles on each retry.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retries_moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "max_retries" in data:
+            raise PydanticCustomError(
+                "moved_key",
+                "max_retries is no longer a provider setting: the engine retries every provider; "
+                "write retries: N (0 to 5) beside provider: instead (and retry_delay_s for the first backoff)",
+            )
+        return data
 
     @field_validator("api_key")
     @classmethod
@@ -38,11 +51,6 @@ class HostedSettings(ProviderSettings):
         if not value.startswith(("http://", "https://", "ws://", "wss://")):
             raise ValueError("base_url must start with http://, https://, ws:// or wss://")
         return value
-
-    def retry_policy(self) -> RetryPolicy:
-        return RetryPolicy(
-            retries=self.max_retries, base_delay_s=self.retry_delay_s, max_delay_s=max(4.0, self.retry_delay_s)
-        )
 
     def secrets(self) -> tuple[str, ...]:
         """Values to scrub from any error text."""

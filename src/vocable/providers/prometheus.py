@@ -1,11 +1,15 @@
 """``prometheus``: turn latency histograms and counters in the Prometheus text format, at ``GET /metrics``.
 
-Written by hand (the format is small) so each Engine has its own registry and no global state.
+Written by hand (the format is small) so each Engine has its own registry and no global state. The engine
+hands the sink its circuit breakers (``watch_breakers``), exported as ``<prefix>_breaker_open`` (1 while a
+provider is skipped or waiting for its probe) and ``<prefix>_breaker_skips_total``, labelled by kind and
+provider.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import Field
@@ -61,6 +65,11 @@ class PrometheusMetrics(MetricsSink):
         self.histograms = {f: Histogram(self.settings.buckets_ms) for f in FIGURES}
         self.turns = 0
         self.interrupted = 0
+        self._breakers: Callable[[], dict[str, dict[str, Any]]] | None = None
+
+    def watch_breakers(self, breakers: Callable[[], dict[str, dict[str, Any]]]) -> None:
+        """Export the engine's breakers: ``breakers()`` gives ``{kind: {provider: Breaker}}``."""
+        self._breakers = breakers
 
     def record(self, metrics: Any) -> None:
         figures = metrics.figures()
@@ -82,7 +91,27 @@ class PrometheusMetrics(MetricsSink):
             metric = f"{p}_{name[:-3]}_milliseconds"
             lines += [f"# HELP {metric} Per-turn {name[:-3].replace('_', ' ')} in milliseconds.",
                       f"# TYPE {metric} histogram", *histogram.lines(metric)]
+        lines += self._breaker_lines(p)
         for key, value in (counters or {}).items():
             kind = "counter" if key.endswith("_total") else "gauge"
             lines += [f"# TYPE {p}_{key} {kind}", f"{p}_{key} {format_value(value)}"]
         return "\n".join(lines) + "\n"
+
+    def _breaker_lines(self, p: str) -> list[str]:
+        board = self._breakers() if self._breakers is not None else {}
+        series = [(f'{{kind="{_label(kind)}",provider="{_label(name)}"}}', breaker)
+                  for kind, named in board.items() for name, breaker in named.items()]
+        if not series:
+            return []
+        return [
+            f"# HELP {p}_breaker_open 1 while the provider's circuit breaker is open or half-open, else 0.",
+            f"# TYPE {p}_breaker_open gauge",
+            *(f"{p}_breaker_open{labels} {int(b.state != 'closed')}" for labels, b in series),
+            f"# HELP {p}_breaker_skips_total Requests that skipped the provider because its breaker was open.",
+            f"# TYPE {p}_breaker_skips_total counter",
+            *(f"{p}_breaker_skips_total{labels} {b.skips}" for labels, b in series),
+        ]
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

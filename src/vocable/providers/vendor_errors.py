@@ -1,4 +1,4 @@
-"""Vendor failures mapped once, and the one bounded retry loop every hosted provider uses.
+"""Vendor failures mapped once, for every hosted provider. Providers map; the engine retries.
 
 Each vendor SDK raises its own exceptions (Fern's ``ApiError``, Groq's ``APIStatusError``, httpx transport
 errors, websockets handshake and close errors). The engine must not care which vendor failed, only how, so
@@ -7,6 +7,11 @@ errors, websockets handshake and close errors). The engine must not care which v
 - 401/403 -> ``AuthenticationError`` (never retried: a bad key must not become a reconnect loop);
 - 429 -> ``RateLimited``; 5xx, refused or dropped connections -> ``ServiceUnavailable``;
 - timeouts (ours or the SDK's) -> ``ProviderTimeout``; other 4xx -> ``ConfigurationError``.
+
+A vendor's ``Retry-After`` (header, ``retry-after-ms``, or "try again in 7.5s" in its error text) becomes the
+error's ``retry_after_s``. Nothing here retries: ``mapped_stream`` runs one attempt, and the engine's policy
+(``vocable.engine.retry``, applied by the fallback runner before a stream's first output) decides the rest,
+so a failure is never retried by two layers at once.
 
 The mapping reads attributes (``status_code``, ``response.status_code``, close codes) and class names rather
 than importing SDKs, so it works whichever subset of vendor packages is installed.
@@ -19,9 +24,10 @@ request headers, so it is never chained into a traceback.
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+import re
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import structlog
@@ -77,7 +83,7 @@ def status_error(
     *,
     provider: str,
     detail: str = "",
-    retry_after: float | None = None,
+    retry_after_s: float | None = None,
     secrets: Iterable[str] = (),
 ) -> ProviderError:
     """Map an HTTP status (of a request or of a refused websocket upgrade) to a provider error."""
@@ -96,8 +102,8 @@ def status_error(
         error = ServiceUnavailable(f"service error (HTTP {status}){suffix}", provider=provider)
     else:
         error = ConfigurationError(f"request refused (HTTP {status}){suffix}", provider=provider)
-    # Extra facts for the retry loop and for logs; not part of the ProviderError interface.
-    error.__dict__.update(status=status, retry_after=retry_after)
+    error.retry_after_s = retry_after_s
+    error.status = status  # type: ignore[attr-defined]  # for logs; not part of the ProviderError interface
     return error
 
 
@@ -126,12 +132,44 @@ def _class_names(exc: BaseException) -> set[str]:
     return {cls.__name__ for cls in type(exc).__mro__}
 
 
-def _retry_after(headers: Any) -> float | None:
+_TRY_AGAIN_IN = re.compile(r"try again in\s+(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+(?:\.\d+)?)(ms|s))?", re.IGNORECASE)
+
+
+def _header(headers: Any, name: str) -> Any:
+    """A header from httpx, websockets or a plain dict (whatever its case)."""
     try:
-        value = headers.get("retry-after") if headers is not None else None
-        return float(value) if value is not None else None
-    except (AttributeError, TypeError, ValueError):
+        value = headers.get(name) if headers is not None else None
+    except (AttributeError, TypeError):
         return None
+    if value is None and isinstance(headers, Mapping):
+        value = next((v for k, v in headers.items() if str(k).lower() == name), None)
+    return value
+
+
+def retry_after_s(headers: Any = None, detail: str = "") -> float | None:
+    """How long the vendor asked us to wait, in seconds, or None if it did not say.
+
+    ``Retry-After`` in seconds or as an HTTP date, ``retry-after-ms`` (OpenAI-style APIs), else the
+    "Please try again in 1m2.5s" / "in 450ms" of Groq's error text.
+    """
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = _header(headers, name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) * scale)
+        except (TypeError, ValueError):
+            pass
+        try:
+            return max(0.0, parsedate_to_datetime(str(value)).timestamp() - time.time())
+        except (TypeError, ValueError, IndexError, OverflowError):
+            continue
+    match = _TRY_AGAIN_IN.search(detail or "")
+    if match and any(match.groups()):
+        hours, minutes, amount, unit = match.groups()
+        seconds = float(amount or 0) * (0.001 if unit == "ms" else 1.0)
+        return int(hours or 0) * 3600 + int(minutes or 0) * 60 + seconds
+    return None
 
 
 def map_error(exc: BaseException, *, provider: str, secrets: Iterable[str] = ()) -> ProviderError:
@@ -150,12 +188,12 @@ def map_error(exc: BaseException, *, provider: str, secrets: Iterable[str] = ())
     if names & {"InvalidStatus", "InvalidStatusCode"}:
         status = getattr(exc, "status_code", None) or getattr(response, "status_code", None)
         if isinstance(status, int):
-            body = getattr(response, "body", b"") or b""
+            detail = _detail_from_body(getattr(response, "body", b"") or b"")
             return status_error(
                 status,
                 provider=provider,
-                detail=_detail_from_body(body),
-                retry_after=_retry_after(getattr(response, "headers", None)),
+                detail=detail,
+                retry_after_s=retry_after_s(getattr(response, "headers", None), detail),
                 secrets=secrets,
             )
 
@@ -170,11 +208,12 @@ def map_error(exc: BaseException, *, provider: str, secrets: Iterable[str] = ())
     status = getattr(exc, "status_code", None)
     if isinstance(status, int) and status >= 400:
         headers = getattr(exc, "headers", None) or getattr(getattr(exc, "response", None), "headers", None)
+        detail = _detail_from_body(getattr(exc, "body", None))
         return status_error(
             status,
             provider=provider,
-            detail=_detail_from_body(getattr(exc, "body", None)),
-            retry_after=_retry_after(headers),
+            detail=detail,
+            retry_after_s=retry_after_s(headers, detail),
             secrets=secrets,
         )
 
@@ -193,105 +232,45 @@ def map_error(exc: BaseException, *, provider: str, secrets: Iterable[str] = ())
     return ProviderError(f"unexpected failure ({type(exc).__name__})", provider=provider)
 
 
-# -------------------------------------------------------------------------------------------- retrying
+# -------------------------------------------------------------------------------------------- one attempt
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How many times a retryable failure is tried again, and how long to wait in between.
-
-    Exponential backoff with jitter, capped: ``base_delay_s * 2**n`` scaled by a random factor in
-    [0.5, 1.0] so that many sessions hitting the same outage do not retry in lockstep. A 429's
-    ``Retry-After`` is honoured up to ``max_delay_s``.
-    """
-
-    retries: int = 2
-    base_delay_s: float = 0.25
-    max_delay_s: float = 4.0
-
-    def delay(self, attempt: int, error: ProviderError | None = None) -> float:
-        backoff = min(self.max_delay_s, self.base_delay_s * (2**attempt)) * random.uniform(0.5, 1.0)
-        retry_after = getattr(error, "retry_after", None)
-        if isinstance(retry_after, (int, float)) and retry_after > 0:
-            backoff = max(backoff, min(float(retry_after), self.max_delay_s))
-        return backoff
-
-
-def should_retry(error: ProviderError, attempt: int, policy: RetryPolicy) -> bool:
-    """Retry only what may succeed later, and only a bounded number of times."""
-    return error.retryable and attempt < policy.retries
-
-
-async def retry_call(
-    call: Callable[[], Awaitable[T]],
+async def mapped_stream(
+    stream: AsyncIterator[T],
     *,
-    policy: RetryPolicy,
-    provider: str,
-    secrets: Iterable[str] = (),
-) -> T:
-    """Await ``call()``, retrying retryable failures with backoff; raise the mapped error at the end."""
-    attempt = 0
-    while True:
-        try:
-            return await call()
-        except Exception as exc:
-            error = map_error(exc, provider=provider, secrets=secrets)
-            if not should_retry(error, attempt, policy):
-                raise error from None
-        await _backoff(error, attempt, policy, provider)
-        attempt += 1
-
-
-async def retry_stream(
-    open_stream: Callable[[], AsyncIterator[T]],
-    *,
-    policy: RetryPolicy,
     provider: str,
     idle_timeout_s: float | None = None,
     secrets: Iterable[str] = (),
     passthrough: tuple[type[Exception], ...] = (),
 ) -> AsyncIterator[T]:
-    """Iterate a fresh stream from ``open_stream()``, retrying only while nothing has been yielded.
+    """Iterate one attempt's ``stream``, every failure raised as a mapped ``ProviderError``; never retried.
 
-    Once an item has gone out (audio played, text shown) a failure is raised instead of restarting,
-    because a restart would repeat what the user already heard. ``idle_timeout_s`` bounds the wait for
-    each item, so a vendor that stops answering becomes ``ProviderTimeout`` rather than a stalled turn.
-    Exceptions of the ``passthrough`` types are not the vendor's (say, the text source failed): they
-    propagate unchanged and are never retried. Each attempt's stream is closed before the next one
-    opens, and when the consumer stops early.
+    ``idle_timeout_s`` bounds the wait for each item, so a vendor that stops answering becomes
+    ``ProviderTimeout`` rather than a stalled turn. Exceptions of the ``passthrough`` types are not the
+    vendor's (say, the text source failed): they propagate unchanged. The stream is closed however it ends,
+    and when the consumer stops early. Whether to try again is the engine's decision (before the first
+    output only: after it, a restart would repeat what the user heard).
     """
     secrets = tuple(secrets)
-    attempt = 0
-    while True:
-        stream = open_stream()
-        yielded = False
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout(idle_timeout_s):
-                        item = await anext(stream)
-                except StopAsyncIteration:
-                    return
-                yielded = True
-                yield item
-        except passthrough:
-            raise
-        except Exception as exc:
-            error = map_error(exc, provider=provider, secrets=secrets)
-            if yielded or not should_retry(error, attempt, policy):
-                if yielded and error.retryable:
-                    log.warning("vendor.stream_failed_midway", provider=provider, error=error.code)
-                raise error from None
-        finally:
-            await _aclose(stream)
-        await _backoff(error, attempt, policy, provider)
-        attempt += 1
-
-
-async def _backoff(error: ProviderError, attempt: int, policy: RetryPolicy, provider: str) -> None:
-    delay = policy.delay(attempt, error)
-    log.info("vendor.retry", provider=provider, error=error.code, attempt=attempt + 1, delay_s=round(delay, 3))
-    await asyncio.sleep(delay)
+    yielded = False
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(idle_timeout_s):
+                    item = await anext(stream)
+            except StopAsyncIteration:
+                return
+            yielded = True
+            yield item
+    except passthrough:
+        raise
+    except Exception as exc:
+        error = map_error(exc, provider=provider, secrets=secrets)
+        if yielded and error.retryable:
+            log.warning("vendor.stream_failed_midway", provider=provider, error=error.code)
+        raise error from None
+    finally:
+        await _aclose(stream)
 
 
 async def _aclose(stream: AsyncIterator[Any]) -> None:
