@@ -51,7 +51,9 @@ SCENARIOS: dict[str, tuple[list[Step], str, TurnTakingRules]] = {
         TurnTakingRules(min_words=2)),
     "a user turn that ends with words commits": (
         [*PAUSED, (("user_turn_ended", 2), [("cancel", "t1", "barge_in")])], "idle", RULES),
-    "words when nothing is paused decide nothing": ([*SPEAKING, (("words", 5), [])], "speaking", RULES),
+    "words while it speaks, with no voice, decide nothing (noise, pre-roll)": (
+        [*SPEAKING, (("words", 5), [])], "speaking", RULES),
+    "words with no reply decide nothing": ([(("words", 3), [])], "idle", RULES),
     # --- a false interruption resumes
     "a user turn that ends without words resumes": (
         [*PAUSED, (("user_turn_ended", 0), [("resume", "t1", "")])], "speaking", RULES),

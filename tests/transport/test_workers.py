@@ -118,7 +118,7 @@ async def test_sessions_spread_over_both_workers_and_every_worker_counts_them(se
             opened.append(await _open(base, f"token={_token(base)}"))
             if len(opened) % 4 == 0:
                 await asyncio.sleep(1.2)  # a heartbeat later, /sessions knows every worker's sessions
-                listed = (await asyncio.to_thread(httpx.get, f"{base}/sessions", timeout=5)).json()["sessions"]
+                listed = (await asyncio.to_thread(httpx.get, f"{base}/sessions", headers=AUTH, timeout=5)).json()["sessions"]
                 ids = {ready["session_id"] for _, ready, _ in opened}
                 assert ids <= {s["id"] for s in listed}
                 workers = {s["worker"] for s in listed if s["id"] in ids}
@@ -127,7 +127,7 @@ async def test_sessions_spread_over_both_workers_and_every_worker_counts_them(se
         assert len(workers) == 2, "40 sessions all landed on one worker"
         health = await asyncio.to_thread(_health, base)
         assert health["sessions"] == len(opened) == sum(w["sessions"] for w in health["workers"].values())
-        metrics = (await asyncio.to_thread(httpx.get, f"{base}/metrics", timeout=5)).text
+        metrics = (await asyncio.to_thread(httpx.get, f"{base}/metrics", headers=AUTH, timeout=5)).text
         active = [line for line in metrics.splitlines() if line.startswith("vocable_sessions_active ")]
         assert active == [f"vocable_sessions_active {len(opened)}"], active
         assert metrics.count("# TYPE vocable_sessions_active ") == 1

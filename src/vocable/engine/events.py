@@ -43,10 +43,20 @@ class StateChanged(Event):
 
 @dataclass(frozen=True, slots=True)
 class Transcript(Event):
+    """The user's words so far in this turn. ``continues``: the id of an earlier turn whose words this one
+    carries on (the person paused, then went on): the client updates that turn's bubble instead of a new one."""
+
     text: str
     final: bool
     turn_id: str
+    continues: str | None = None
     type: str = field(init=False, default="transcript")
+
+    def to_wire(self) -> dict[str, Any]:
+        wire = {"type": "transcript", "text": self.text, "final": self.final, "turn_id": self.turn_id}
+        if self.continues is not None:
+            wire["continues"] = self.continues
+        return wire
 
 
 @dataclass(frozen=True, slots=True)

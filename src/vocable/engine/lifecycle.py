@@ -145,7 +145,9 @@ class ReplyLifecycle:
         return [Decision("arm", self.turn_id, at=now + self.rules.false_interruption_timeout_s)]
 
     def words(self, count: int) -> list[Decision]:
-        """A transcript of what the user is saying now (interim or final) with ``count`` words."""
+        """A transcript of what the user is saying now (interim or final) with ``count`` words: they commit a
+        paused barge-in. (Words alone never stop a reply the voice has not paused: an STT can hear words in
+        noise or in the pre-roll, and the voice rule is the guard.)"""
         if self.phase == "paused" and count >= self.rules.min_words:
             return self._cancel("barge_in")
         return []

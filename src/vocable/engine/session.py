@@ -46,6 +46,7 @@ from vocable.engine.outbox import EventSink, Outbox, PlayoutSource
 from vocable.engine.rate import SlidingWindow
 from vocable.engine.tools import Fillers, ToolCalls
 from vocable.engine.transcriber import Transcriber
+from vocable.engine.user_words import UserWords
 from vocable.engine.turn import ReplyRunner, Turn
 from vocable.providers.base import FLUSH, Flush, TranscriptEvent
 from vocable.providers.errors import ProviderError
@@ -144,9 +145,7 @@ class Session:
         self._watchdog: asyncio.Task[None] | None = None
         self.last_activity = time.monotonic()
         self._pending_finals: deque[TurnMetrics] = deque()
-        self._early_final = ""
-        self._last_interim = ""
-        self._carry_user_text = ""  # user text of a reply cut off before it spoke: joined to the next turn
+        self._words = UserWords()  # the current turn's words, and those carried from a turn the user went on from
         self._speculation: TurnMetrics | None = None  # a turn transcribed early, awaiting its end of turn
         self._gates: dict[str, asyncio.Event] = {}  # turn id -> opens when a speculative reply may be heard
         # reply
@@ -386,7 +385,7 @@ class Session:
         self.log.info("interrupted", turn_id=turn.id, reason=reason, dropped_frames=purged)
         self._tools.interrupted(turn.id)  # its calls run on, but those that ask to be cancelled
         if turn.metrics.first_audio_out is None and turn.user_text and not turn.tool_calls:
-            self._carry_user_text = turn.user_text  # nothing was said: the user's words join the next turn
+            self._words.carry(turn.user_text, turn.id)  # nothing was said: the user's words join the next turn
         await self._emit(Interrupted(turn.id, reason))
         if turn.heard_bytes is not None:  # paused first: the listener heard what had played by then
             played = turn.heard_bytes
@@ -488,12 +487,11 @@ class Session:
         metrics.stamp("end_of_turn")
         metrics.stamp("final_transcript")
         metrics.stt_provider = provider
-        text = f"{self._carry_user_text} {self._early_final} {event.text}".strip()
-        self._early_final = self._carry_user_text = self._last_interim = ""
+        text, continues = self._words.final(event.text)
         if not text:
             await self._set_state("listening")
             return
-        await self._emit(Transcript(text, True, metrics.turn_id))
+        await self._emit(Transcript(text, True, metrics.turn_id, continues))
         await self._begin_reply(text, metrics)
 
     async def _speculate(self) -> None:
@@ -525,7 +523,7 @@ class Session:
             await asyncio.gather(task, return_exceptions=True)
             self._turn = self._reply_task = None
             if turn.user_text:
-                self._carry_user_text = turn.user_text
+                self._words.carry(turn.user_text, turn.id)
         self._utterance_turn = TurnMetrics(self.id, new_id("turn"))
 
     # ------------------------------------------------------------------------------------------ STT
@@ -543,55 +541,50 @@ class Session:
     async def _on_transcript(self, event: TranscriptEvent, provider: str) -> None:
         metrics = self._pending_finals[0] if self._pending_finals else self._utterance_turn
         turn_id = metrics.turn_id if metrics else new_id("turn")
+        words = self._words
         if not event.final:
-            text = f"{self._early_final} {event.text}".strip()
-            if text and text != self._last_interim:  # re-decoding STTs repeat themselves during pauses
-                self._last_interim = text
-                await self._emit(Transcript(text, False, turn_id))
-                if self._lifecycle.paused:
-                    await self._apply(self._lifecycle.words(len(text.split())))
+            if self._lifecycle.paused:  # first: words that commit a barge-in may carry its turn's words over
+                await self._apply(self._lifecycle.words(len(event.text.split())))
+            if (text := words.interim(event.text)) is not None:
+                await self._emit(Transcript(text, False, turn_id, words.continues))
             return
-        self._last_interim = ""
         if (not self._pending_finals and event.speech_final and self._listener.speaking
                 and getattr(self._turn_stream, "stt_endpointing", False)):
             await self._end_of_turn_by_stt(event, provider)
             return
         if not self._pending_finals:
             # a streaming STT finalised a segment before our end of turn: keep it for the final
-            self._early_final = f"{self._early_final} {event.text}".strip()
-            if self._early_final:
-                await self._emit(Transcript(self._early_final, False, turn_id))
+            if event.text.strip():
+                await self._emit(Transcript(words.segment(event.text), False, turn_id, words.continues))
             return
         metrics = self._pending_finals.popleft()
         self._stt.answered()
-        text = f"{self._early_final} {event.text}".strip()
-        self._early_final = ""
         metrics.stamp("final_transcript")
         metrics.stt_provider = provider
+        own = words.own(event.text)  # this utterance's words decide an interrupted reply, not carried ones
         if metrics.extra.get("abandoned"):  # the user went on: these words open the rest of the turn
-            self._carry_user_text = f"{self._carry_user_text} {text}".strip()
-            if self._carry_user_text:
-                await self._emit(Transcript(self._carry_user_text, False, metrics.turn_id))
+            text, _ = words.final(event.text)
+            if text:
+                words.carry(text, metrics.turn_id)
+                await self._emit(Transcript(text, False, metrics.turn_id, words.continues))
             return
         gate = self._gates.get(metrics.turn_id)
         held = gate is not None and not gate.is_set()
         if self._lifecycle.paused:  # the user's words (or their absence) decide an interrupted reply
-            await self._apply(self._lifecycle.words(len(text.split())) if held
-                              else self._lifecycle.user_turn_ended(len(text.split())))
-        if not text:
+            await self._apply(self._lifecycle.words(own) if held else self._lifecycle.user_turn_ended(own))
+        if not own:
             if gate is not None:  # nothing was said after all: the turn it would end is not a turn
                 self._speculation = None
                 self._gates.pop(metrics.turn_id, None)
                 self._utterance_turn = TurnMetrics(self.id, new_id("turn"))
                 return
-            await self._set_state("speaking" if self._reply_active() else "listening")
-            return
-        if self._carry_user_text:
-            text = f"{self._carry_user_text} {text}"
-            self._carry_user_text = ""
-        final = Transcript(text, True, metrics.turn_id)
+            if not words.carried:
+                await self._set_state("speaking" if self._reply_active() else "listening")
+                return
+        text, continues = words.final(event.text)  # carried words too: the person is waiting for an answer
+        final = Transcript(text, True, metrics.turn_id, continues)
         if held:  # not final until the turn really ends
-            await self._emit(Transcript(text, False, metrics.turn_id))
+            await self._emit(Transcript(text, False, metrics.turn_id, continues))
             await self._begin_reply(text, metrics, gate=gate, prelude=(final,))
             return
         await self._emit(final)
