@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from vocable.engine.events import Event, Interrupted, MetricsEvent, Reply, Transcript
+from vocable.engine.events import AudioOut, Event, Interrupted, MetricsEvent, Reply, Transcript
 from vocable.engine.user_words import UserWords
 from vocable.testing.fakes import tone
 from vocable.testing.scripted import feed, scripted_engine
@@ -64,4 +64,50 @@ async def test_going_on_after_a_turn_ended_continues_it_on_the_wire() -> None:
     answer = "".join(e.text for e in events if isinstance(e, Reply) and e.turn_id == later[-1].turn_id)
     assert answer == "You said: turn on the kitchen lights."
     assert "continues" not in first_final.to_wire()
+    await engine.stop()
+
+
+# ---------------------------------------------------------------------------------------- backchannels
+
+
+@pytest.mark.parametrize(("text", "verdict"), [
+    ("uh-huh", False), ("Yeah.", False), ("mm hmm, right", False), ("okay sure", False),
+    ("wait", True), ("stop talking", True), ("yeah but what about tomorrow", True), ("", None),
+])
+def test_backchannel_classifier(text: str, verdict: bool | None) -> None:
+    from vocable.providers.backchannel import Backchannel
+
+    assert Backchannel().is_interruption(text) is verdict
+
+
+@pytest.mark.parametrize(("said", "interrupted"), [("uh huh", False), ("wait stop", True)])
+async def test_a_backchannel_lets_the_reply_go_on_and_starts_no_turn(said: str, interrupted: bool) -> None:
+    engine = scripted_engine(
+        stt={"provider": "scripted", "transcripts": [said], "interim_every_ms": 200},
+        llm={"provider": "scripted", "reply": "One two three four five. Six seven eight nine ten. Eleven twelve."},
+        tts={"provider": "scripted", "ms_per_char": 30},
+        turn={"provider": "silence", "hangover_ms": 300},
+        interruption={"provider": "backchannel"},
+    )
+    await engine.start()
+    async with engine.conversation(pace=True) as conv:
+        await conv.send_text("count for me")
+        await conv.next_event(AudioOut)
+        await feed(conv, silence(100) + tone(500, 16000) + silence(600), realtime=True)
+        events: list[Event] = []
+        def done() -> bool:
+            answered = any(isinstance(e, Transcript) and e.final for e in events) or not interrupted
+            return answered and any(isinstance(e, MetricsEvent) for e in events)
+        while not done():
+            events.append(await conv.next_event(Event, timeout_s=10))
+        finals = [e.text for e in events if isinstance(e, Transcript) and e.final]
+        memory = conv.session.memory.messages
+    kinds = [e.type for e in events]
+    assert "paused" in kinds
+    if interrupted:
+        assert "interrupted" in kinds and finals == [said]
+    else:
+        assert "resumed" in kinds and "interrupted" not in kinds and finals == []
+        assert [m.role for m in memory] == ["user", "assistant"], "the backchannel started no turn"
+        assert memory[-1].content.endswith("Eleven twelve.")
     await engine.stop()

@@ -159,6 +159,8 @@ class PipelineConfig(Section):
     sample_rate: int = Field(default=16000, description="the rate VAD and STT run at")
     vad: list[ProviderRef] = Field(default_factory=lambda: [ProviderRef(provider="energy")])
     turn: list[ProviderRef] = Field(default_factory=lambda: [ProviderRef(provider="silence")])
+    interruption: list[ProviderRef] = Field(
+        default_factory=list, description="what words said over a reply mean (e.g. backchannel); none: the word rule")
     stt: list[ProviderRef]
     llm: list[ProviderRef]
     tts: list[ProviderRef]
@@ -166,7 +168,7 @@ class PipelineConfig(Section):
     output: OutputConfig = OutputConfig()
     queue_frames: int = Field(default=200, ge=8, description="bound of every audio queue, in frames")
 
-    @field_validator("vad", "turn", "stt", "llm", "tts", mode="before")
+    @field_validator("vad", "turn", "interruption", "stt", "llm", "tts", mode="before")
     @classmethod
     def _chain(cls, value: Any) -> Any:
         return _as_chain(value)

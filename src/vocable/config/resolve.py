@@ -70,7 +70,7 @@ def resolve(config: VocableConfig, host: PluginHost) -> ResolvedConfig:
     """Validate every provider's and transport's settings; raise one ConfigError listing all problems."""
     errors: list[tuple[str, str]] = []
     resolved = ResolvedConfig(config)
-    for kind in ("vad", "turn", "stt", "llm", "tts"):
+    for kind in ("vad", "turn", "interruption", "stt", "llm", "tts"):
         refs: list[ProviderRef] = getattr(config.pipeline, kind)
         single = len(refs) == 1
         chain = []
@@ -129,7 +129,7 @@ def redacted(resolved: ResolvedConfig) -> dict[str, Any]:
     """The effective config as JSON-able data with every secret replaced (for ``GET /config``)."""
     config = resolved.config
     out: dict[str, Any] = _redact(config.model_dump(exclude={"pipeline", "metrics", "transports"}))
-    pipeline = _redact(config.pipeline.model_dump(exclude={"vad", "turn", "stt", "llm", "tts"}))
+    pipeline = _redact(config.pipeline.model_dump(exclude={"vad", "turn", "interruption", "stt", "llm", "tts"}))
     for kind, chain in resolved.chains.items():
         pipeline[kind] = [
             {"provider": c.name, "timeout_s": c.ref.timeout_s, "retries": c.ref.retries,

@@ -7,7 +7,7 @@ from typing import Any
 from vocable.config.model import ProviderRef, VocableConfig
 from vocable.plugins.manager import PluginHost
 
-SLOTS = ("vad", "turn", "stt", "llm", "tts")
+SLOTS = ("vad", "turn", "interruption", "stt", "llm", "tts")
 
 
 def _provider_schema(defs: dict[str, Any], kind: str, name: str, settings: type) -> dict[str, Any]:

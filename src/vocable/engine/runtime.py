@@ -12,11 +12,11 @@ from vocable.config.resolve import ProviderChoice, ResolvedConfig
 from vocable.engine.breaker import Breaker, breaker_board
 from vocable.engine.fallback import LiveProvider
 from vocable.engine.retry import RetryPolicy
-from vocable.providers.base import LLM, STT, TTS, VAD, MetricsSink, Provider, TurnDetector
+from vocable.providers.base import LLM, STT, TTS, VAD, InterruptionClassifier, MetricsSink, Provider, TurnDetector
 
 log = structlog.get_logger("vocable.runtime")
 
-DEFAULT_TIMEOUTS_S = {"stt": 10.0, "llm": 10.0, "tts": 10.0, "vad": 10.0, "turn": 10.0, "metrics": 10.0}
+DEFAULT_TIMEOUTS_S = {"stt": 10.0, "llm": 10.0, "tts": 10.0, "vad": 10.0, "turn": 10.0, "interruption": 10.0, "metrics": 10.0}
 
 
 @dataclass(slots=True)
@@ -28,6 +28,7 @@ class Runtime:
     tts: list[LiveProvider[TTS]] = field(default_factory=list)
     vad: list[LiveProvider[VAD]] = field(default_factory=list)
     turn: list[LiveProvider[TurnDetector]] = field(default_factory=list)
+    interruption: list[LiveProvider[InterruptionClassifier]] = field(default_factory=list)
     metrics: list[LiveProvider[MetricsSink]] = field(default_factory=list)
     started: bool = False
 
@@ -56,7 +57,7 @@ class Runtime:
         return breaker_board({"llm": self.llm, "tts": self.tts})
 
     def all(self) -> list[LiveProvider[Provider]]:
-        return [*self.vad, *self.turn, *self.stt, *self.llm, *self.tts, *self.metrics]
+        return [*self.vad, *self.turn, *self.interruption, *self.stt, *self.llm, *self.tts, *self.metrics]
 
     async def start(self) -> None:
         """Start (load) every provider; models load in parallel where providers allow."""

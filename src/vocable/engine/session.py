@@ -136,6 +136,8 @@ class Session:
             queue_frames=pipeline.queue_frames, on_transcript=self._on_transcript, on_failure=self._stt_failed,
             log=self.log,
         )
+        classifiers = engine.runtime.interruption
+        self._classifier = classifiers[0].provider if classifiers else None  # else the word rule decides
         self._lifecycle = ReplyLifecycle(TurnTakingRules(
             self._taking.barge_in, self._taking.barge_in_min_ms, self._taking.false_interruption_timeout_s,
             self._taking.min_words))
@@ -336,6 +338,14 @@ class Session:
                     gate.set()
             elif action == "arm":
                 self._arm(decision.at)
+
+    def _interrupting_words(self, text: str) -> int:
+        """How many of the user's words count toward committing a barge-in: all of them by the word rule; none
+        when the classifier (``pipeline.interruption``) calls them a backchannel or is not sure yet."""
+        count = len(text.split())
+        if self._classifier is None or not count:
+            return count
+        return count if self._classifier.is_interruption(text) else 0
 
     def _unplayed_bytes(self) -> int:
         """Reply audio sent out but not yet heard: the transport's own report where it has one (WebRTC's
@@ -544,7 +554,7 @@ class Session:
         words = self._words
         if not event.final:
             if self._lifecycle.paused:  # first: words that commit a barge-in may carry its turn's words over
-                await self._apply(self._lifecycle.words(len(event.text.split())))
+                await self._apply(self._lifecycle.words(self._interrupting_words(event.text)))
             if (text := words.interim(event.text)) is not None:
                 await self._emit(Transcript(text, False, turn_id, words.continues))
             return
@@ -562,6 +572,9 @@ class Session:
         metrics.stamp("final_transcript")
         metrics.stt_provider = provider
         own = words.own(event.text)  # this utterance's words decide an interrupted reply, not carried ones
+        if self._lifecycle.paused and self._interrupting_words(event.text) == 0 and own:
+            own = 0  # a backchannel ("uh-huh") over the reply: it goes on, and the words start no turn
+            words.drop_own()
         if metrics.extra.get("abandoned"):  # the user went on: these words open the rest of the turn
             text, _ = words.final(event.text)
             if text:

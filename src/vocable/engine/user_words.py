@@ -52,6 +52,10 @@ class UserWords:
         """How many words this utterance has (early segments and ``text``), carried words aside."""
         return len(_join(self._segments, text).split())
 
+    def drop_own(self) -> None:
+        """This utterance's words were no turn (a backchannel over the reply): forget them, keep carried ones."""
+        self._segments = self._shown = ""
+
     def carry(self, text: str, turn_id: str) -> str:
         """The turn ``turn_id`` is abandoned unheard: its words join the next turn. Returns all carried."""
         self._carried = _join(self._carried, text)

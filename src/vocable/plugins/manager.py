@@ -26,7 +26,7 @@ log = structlog.get_logger("vocable.plugins")
 
 ENTRY_POINT_GROUP = "vocable"
 AUTOLOAD_ENV = "VOCABLE_DISABLE_PLUGIN_AUTOLOAD"
-KINDS = ("stt", "llm", "tts", "vad", "turn", "metrics")
+KINDS = ("stt", "llm", "tts", "vad", "turn", "interruption", "metrics")
 # The hooks ``PluginHost.notify`` calls, one implementation at a time, instead of through pluggy's own call.
 OBSERVER_HOOKS = frozenset({"session_started", "session_ended", "turn_completed", "turn_metrics"})
 

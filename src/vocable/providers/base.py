@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 
 from vocable.providers.errors import ProviderUnavailable
 
-Kind = Literal["stt", "llm", "tts", "vad", "turn", "metrics"]
+Kind = Literal["stt", "llm", "tts", "vad", "turn", "interruption", "metrics"]
 
 
 class ProviderSettings(BaseModel):
@@ -330,6 +330,24 @@ class TurnDetector(Provider):
 
     @abstractmethod
     def open(self) -> TurnStream: ...
+
+
+# -------------------------------------------------------------------------------------- interruption
+
+
+class InterruptionClassifier(Provider):
+    """Decides what words the user said over the agent's reply mean (``pipeline.interruption``).
+
+    While a barge-in has paused the reply, the engine asks about each transcript of the user's words: True
+    commits the interruption, False calls them a backchannel ("uh-huh", "right") so the reply resumes and the
+    words start no turn of their own, None waits for more words. Without a classifier the engine's word rule
+    decides (``turn_taking.min_words``). Called on the event loop for every interim: keep it fast.
+    """
+
+    kind = "interruption"
+
+    @abstractmethod
+    def is_interruption(self, text: str) -> bool | None: ...
 
 
 # ------------------------------------------------------------------------------------------- metrics
