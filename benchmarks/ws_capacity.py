@@ -117,7 +117,7 @@ def serve_vocable_workers(workers: int, port: int) -> None:
     """
     import tempfile
 
-    from vocable.engine.workers import serve_workers
+    from vocable.serving import serve_workers
 
     config = vocable_config()
     config["plugins"] = {"autoload": False, "modules": [

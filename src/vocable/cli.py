@@ -6,27 +6,9 @@ import argparse
 import asyncio
 import json
 import sys
-from importlib import resources
-from pathlib import Path
-from typing import Any
 
-from vocable.config.loader import ConfigError, load_yaml, parse_config
-
-DEFAULT_CONFIG = "default.yaml"
-
-
-def default_config_path() -> Path:
-    return Path(str(resources.files("vocable.config").joinpath(DEFAULT_CONFIG)))
-
-
-def _load(path: str | None) -> Any:
-    return load_yaml(path or default_config_path())
-
-
-def _engine(path: str | None) -> Any:
-    from vocable.engine.engine import Engine
-
-    return Engine(_load(path))
+from vocable.config.loader import ConfigError, load_config, load_yaml
+from vocable.config.loader import default_config_path  # noqa: F401 - its old home, still imported from here
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -34,7 +16,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from vocable.logging import configure_logging
 
-    config = _load(args.config)
+    config = load_config(args.config)
     server = config.server
     host = args.host or server.host
     port = server.port if args.port is None else args.port
@@ -50,7 +32,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("vocable: no -c given, serving the built-in offline default (local models)", file=sys.stderr)
     print(f"vocable: loading providers; dashboard at http://{host}:{port}/", file=sys.stderr)
     if workers > 1:
-        from vocable.engine.workers import serve_workers
+        from vocable.serving import serve_workers
 
         print(f"vocable: {workers} worker processes (each loads its own models)", file=sys.stderr)
         serve_workers(args.config, host=host, port=port, workers=workers, log_level=server.log_level)
@@ -117,7 +99,7 @@ def cmd_talk(args: argparse.Namespace) -> int:
     from vocable.talk import run_talk, talk_engine
 
     try:
-        engine = talk_engine(_load(args.config), turns=args.turns)
+        engine = talk_engine(load_config(args.config), turns=args.turns)
         result = asyncio.run(run_talk(engine, args.input, args.output))
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)

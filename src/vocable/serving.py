@@ -11,18 +11,26 @@ without them ``vocable serve`` runs uvicorn's plain protocol and says so once.
 
 uvicorn also believes ``X-Forwarded-For`` from 127.0.0.1 by default, so a local client could choose the
 address the rate limit counts; here proxy headers are read only from ``server.trusted_proxies``.
+
+``vocable serve --workers N`` runs ``serve_workers``: the supervisor that starts the worker processes, each
+running ``worker_app`` (what each worker shares and keeps to itself is in ``engine/workers.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
+from vocable.config.loader import load_config
 from vocable.transports.direct_frames import SERVE_OPTIONS
 
 if TYPE_CHECKING:
@@ -31,6 +39,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("vocable.serving")
 
 HEAD_TIMEOUT_PROTOCOL = "vocable.serving:HeadTimeoutProtocol"
+CONFIG_ENV = "VOCABLE_WORKER_CONFIG"  # how the supervisor tells each worker its config file
+LEDGER_ENV = "VOCABLE_WORKER_LEDGER"  # ... and the shared ledger's
 _HOOKS = ("on_response_complete", "handle_websocket_upgrade")  # uvicorn methods the timer hooks into
 
 
@@ -131,3 +141,49 @@ def proxy_options(trusted: list[str]) -> dict[str, Any]:
         return {"proxy_headers": False}
     allowed = [str(ipaddress.ip_network(p, strict=False)) if "/" in p else p for p in trusted]
     return {"proxy_headers": True, "forwarded_allow_ips": ",".join(allowed)}
+
+
+# ------------------------------------------------------------------------------- vocable serve --workers N
+
+
+def serve_workers(config_path: str | None, *, host: str, port: int, workers: int, log_level: str) -> None:
+    """Run ``workers`` worker processes until SIGINT or SIGTERM (the supervisor never serves a request)."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from vocable.engine.ledger import create_shared_ledger
+
+    state = tempfile.mkdtemp(prefix="vocable-workers-")  # 0700: only this user can read the shared secret
+    try:
+        ledger = os.path.join(state, "ledger.sqlite3")
+        create_shared_ledger(ledger)
+        os.environ[CONFIG_ENV] = str(Path(config_path).resolve()) if config_path else ""
+        os.environ[LEDGER_ENV] = ledger
+        options = serve_options(load_config(config_path).server)
+        config = uvicorn.Config("vocable.serving:worker_app", factory=True, host=host, port=port,
+                                workers=workers, log_level=log_level, **options)
+        sock = config.bind_socket()
+        try:
+            Multiprocess(config, sockets=[sock]).run()
+        finally:
+            sock.close()
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def worker_app() -> Any:
+    """The ASGI app of one worker process (uvicorn calls this in each child)."""
+    from vocable.engine.engine import Engine
+    from vocable.engine.ledger import SQLiteLedger
+    from vocable.logging import configure_logging
+
+    path = os.environ.get(CONFIG_ENV) or None
+    ledger_path = os.environ.get(LEDGER_ENV)
+    if not ledger_path:
+        sys.exit(f"vocable: {LEDGER_ENV} is not set; workers are started by `vocable serve --workers N`")
+    config = load_config(path)
+    worker = str(os.getpid())
+    configure_logging(config.server.log_level, config.server.log_format, worker=worker)
+    set_header_timeout(config.server.header_timeout_s)  # uvicorn's options came pickled; this is per process
+    engine = Engine(config, ledger=SQLiteLedger(ledger_path), worker_id=worker, freeze_gc=True)
+    return engine.asgi_app()

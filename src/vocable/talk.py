@@ -22,7 +22,7 @@ from vocable.config.model import ProviderRef, VocableConfig
 from vocable.engine.events import AudioOut, ErrorEvent, Event, MetricsEvent, Reply, StateChanged, Transcript
 from vocable.plugins.hookspecs import hookimpl
 from vocable.providers.base import TurnDetector, TurnStream
-from vocable.testing.speech import read_wav, silence, write_wav
+from vocable.audio import read_wav, silence, write_wav
 
 if TYPE_CHECKING:
     from vocable.engine.engine import Engine

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 
 from vocable.config.model import VocableConfig
 
+DEFAULT_CONFIG = "default.yaml"  # the built-in offline default, shipped in this package
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
 
@@ -105,3 +107,12 @@ def load_yaml(path: str | Path, *, env: Mapping[str, str] | None = None) -> Voca
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError([("", f"YAML syntax error{where}: {getattr(exc, 'problem', exc)}")], str(path)) from None
     return parse_config(data, env=env, source=str(path))
+
+
+def default_config_path() -> Path:
+    return Path(str(resources.files("vocable.config").joinpath(DEFAULT_CONFIG)))
+
+
+def load_config(path: str | Path | None) -> VocableConfig:
+    """The config at ``path``, or the built-in default when there is none (``vocable serve`` without ``-c``)."""
+    return load_yaml(path or default_config_path())

@@ -12,7 +12,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from vocable.config.loader import ConfigError, format_path, pydantic_errors
 from vocable.config.model import ProviderRef, VocableConfig
-from vocable.engine.tools import ToolSpec
+from vocable.providers.tools import ToolSpec
 from vocable.plugins.manager import PluginHost
 from vocable.providers.errors import ProviderUnavailable
 from vocable.redaction import REDACTED, is_secret_key, redact_url

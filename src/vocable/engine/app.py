@@ -1,4 +1,5 @@
-"""The HTTP side of an Engine: dashboard, health, sessions, config, metrics, plus each transport's routes."""
+"""The HTTP side of an Engine: dashboard, health, sessions, config, metrics, plus each transport's routes,
+and the middleware that hands transports the server's own ``send`` (``KeepWireSend``)."""
 
 from __future__ import annotations
 
@@ -11,36 +12,38 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vocable.engine.gate import Refused
-from vocable.engine.workers import merge_expositions, others
-from vocable.transports.base import KeepWireSend
+from vocable.engine.workers import merge_expositions, metrics_text, others
 
 if TYPE_CHECKING:
     from vocable.engine.engine import Engine
 
 
+WIRE_SEND = "vocable.wire_send"  # scope key: the server's own ``send``, set by ``KeepWireSend``
+
+
+class KeepWireSend:
+    """Middleware that keeps the server's ``send`` in a WebSocket scope, for frames.
+
+    Starlette's exception middleware wraps ``send`` to learn whether an HTTP response has started; on a
+    WebSocket that wrapper decides nothing, yet costs a coroutine for every frame (tens a second for each
+    session). A transport sends its frames with ``scope[WIRE_SEND]`` when present, and the handshake and
+    close through Starlette as usual. Mounted inside another app, it keeps whatever ``send`` that app gave.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            scope[WIRE_SEND] = send
+        await self.app(scope, receive, send)
+
+
 def _dashboard_html() -> str:
     return resources.files("vocable.dashboard").joinpath("index.html").read_text(encoding="utf-8")
-
-
-def metrics_text(engine: Engine) -> str:
-    """This process's metrics in the Prometheus text format: the sinks' exposition plus the engine counters."""
-    counters = engine.counters()
-    parts: list[str] = []
-    for live in engine.runtime.metrics:
-        exposition = getattr(live.provider, "exposition", None)
-        if exposition is not None:
-            parts.append(exposition(counters))
-            counters = {}
-    for transport in engine.transports:
-        for key, value in transport.stats().items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                counters[f"{transport.name}_{key}"] = value
-    if counters:  # no prometheus sink configured: still expose the session counters
-        parts.append("".join(f"# TYPE vocable_{k} {'counter' if k.endswith('_total') else 'gauge'}\n"
-                             f"vocable_{k} {v:g}\n" for k, v in counters.items()))
-    return "".join(parts)
 
 
 def build_app(engine: Engine) -> Starlette:

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import BaseModel, SecretStr
@@ -35,8 +35,10 @@ from vocable.engine.ledger import Ledger
 from vocable.engine.workers import Heartbeat
 from vocable.logging import configure_logging, scrubber
 from vocable.plugins.manager import PluginHost, autoload_enabled
-from vocable.engine.tools import DEFAULT_TIMEOUT_S, ToolSpec, tool_spec
-from vocable.transports.base import Transport
+from vocable.providers.tools import DEFAULT_TIMEOUT_S, ToolSpec, tool_spec
+
+if TYPE_CHECKING:
+    from vocable.transports.base import Transport  # transports sit above the engine
 
 log = structlog.get_logger("vocable.engine")
 

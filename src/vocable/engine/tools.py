@@ -19,41 +19,12 @@ from typing import Any, Literal
 import structlog
 
 from vocable.engine.events import Event, ToolResultEvent
-from vocable.providers.base import Tool, ToolCall
+from vocable.providers.base import ToolCall
+from vocable.providers.tools import DEFAULT_TIMEOUT_S, ToolHandler, ToolSpec, tool_spec  # noqa: F401 - their home
 
 log = structlog.get_logger("vocable.tools")
 
 Status = Literal["ok", "error", "timeout", "cancelled"]
-ToolHandler = Callable[..., Awaitable[Any] | Any]
-DEFAULT_TIMEOUT_S = 20.0
-
-
-@dataclass(frozen=True, slots=True)
-class ToolSpec:
-    """A tool and how its calls behave: ``@engine.tool(...)`` or a plugin's ``register_tools`` make one."""
-
-    tool: Tool
-    handler: ToolHandler
-    timeout_s: float = DEFAULT_TIMEOUT_S
-    cancel_on_interruption: bool = False  # default: a call the user talks over still finishes
-
-    @property
-    def name(self) -> str:
-        return self.tool.name
-
-
-def tool_spec(
-    handler: ToolHandler, *, name: str | None = None, description: str = "", parameters: dict[str, Any] | None = None,
-    timeout_s: float = DEFAULT_TIMEOUT_S, cancel_on_interruption: bool = False,
-) -> ToolSpec:
-    """A ``ToolSpec`` from a function and options: one way to make a tool, for ``@engine.tool`` and plugins."""
-    if not callable(handler):
-        raise TypeError(f"a tool needs a callable handler, not {handler!r}")
-    if timeout_s <= 0:
-        raise ValueError(f"timeout_s must be positive, not {timeout_s}")
-    tool = Tool(name or handler.__name__, description or (handler.__doc__ or "").strip(),
-                parameters or {"type": "object", "properties": {}})
-    return ToolSpec(tool, handler, timeout_s, cancel_on_interruption)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,10 @@
-"""``vocable serve --workers N``: N processes on one listening socket, one shared ledger.
+"""``vocable serve --workers N``, inside each worker: N processes on one listening socket, one shared ledger.
 
 One Python process runs its event loop on one core, and a voice session's work (framing, VAD, pacing,
 the socket) is CPU work, so a server past one core's worth of sessions needs more processes. The supervisor
-binds the socket, creates the shared ledger (``engine/ledger.py``) in a private directory, and starts the
-workers with uvicorn's process supervisor, which restarts a worker that dies and replaces all of them, one
-by one, on SIGHUP. The kernel spreads new connections over the workers.
+(``vocable.serving.serve_workers``) binds the socket, creates the shared ledger (``engine/ledger.py``) in a
+private directory, and starts the workers with uvicorn's process supervisor, which restarts a worker that dies
+and replaces all of them, one by one, on SIGHUP. The kernel spreads new connections over the workers.
 
 What the workers share: the token-signing secret, single-use tokens, dropped conversations waiting to resume,
 the per-address rate limit, and a heartbeat each second with their sessions and metrics, so that ``/health``,
@@ -17,11 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
-import sys
-import tempfile
 from collections.abc import Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -31,61 +27,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("vocable.workers")
 
-CONFIG_ENV = "VOCABLE_WORKER_CONFIG"
-LEDGER_ENV = "VOCABLE_WORKER_LEDGER"
 HEARTBEAT_S = 1.0
 STALE_AFTER_S = 5.0  # a worker not heard from for this long is gone (killed, or restarting)
-
-
-# ------------------------------------------------------------------------------------------ the supervisor
-
-
-def serve_workers(config_path: str | None, *, host: str, port: int, workers: int, log_level: str) -> None:
-    """Run ``workers`` worker processes until SIGINT or SIGTERM (the supervisor never serves a request)."""
-    import uvicorn
-    from uvicorn.supervisors import Multiprocess
-
-    from vocable.engine.ledger import create_shared_ledger
-
-    state = tempfile.mkdtemp(prefix="vocable-workers-")  # 0700: only this user can read the shared secret
-    try:
-        ledger = os.path.join(state, "ledger.sqlite3")
-        create_shared_ledger(ledger)
-        os.environ[CONFIG_ENV] = str(Path(config_path).resolve()) if config_path else ""
-        os.environ[LEDGER_ENV] = ledger
-        from vocable.cli import _load
-        from vocable.serving import serve_options
-
-        options = serve_options(_load(config_path).server)
-        config = uvicorn.Config("vocable.engine.workers:worker_app", factory=True, host=host, port=port,
-                                workers=workers, log_level=log_level, **options)
-        sock = config.bind_socket()
-        try:
-            Multiprocess(config, sockets=[sock]).run()
-        finally:
-            sock.close()
-    finally:
-        shutil.rmtree(state, ignore_errors=True)
-
-
-def worker_app() -> Any:
-    """The ASGI app of one worker process (uvicorn calls this in each child)."""
-    from vocable.cli import _load
-    from vocable.engine.engine import Engine
-    from vocable.engine.ledger import SQLiteLedger
-    from vocable.logging import configure_logging
-    from vocable.serving import set_header_timeout
-
-    path = os.environ.get(CONFIG_ENV) or None
-    ledger_path = os.environ.get(LEDGER_ENV)
-    if not ledger_path:
-        sys.exit(f"vocable: {LEDGER_ENV} is not set; workers are started by `vocable serve --workers N`")
-    config = _load(path)
-    worker = str(os.getpid())
-    configure_logging(config.server.log_level, config.server.log_format, worker=worker)
-    set_header_timeout(config.server.header_timeout_s)  # uvicorn's options came pickled; this is per process
-    engine = Engine(config, ledger=SQLiteLedger(ledger_path), worker_id=worker, freeze_gc=True)
-    return engine.asgi_app()
 
 
 # ------------------------------------------------------------------------------------------ in each worker
@@ -149,8 +92,6 @@ class Heartbeat:
 
 
 def snapshot(engine: Engine) -> dict[str, Any]:
-    from vocable.engine.app import metrics_text
-
     return {
         "pid": os.getpid(),
         "ready": engine.ready,
@@ -247,6 +188,25 @@ async def relay(websocket: Any, relay_path: str, path: str) -> None:
         if closed is not None:
             with contextlib.suppress(RuntimeError, WebSocketDisconnect, ConnectionClosed):
                 await websocket.close(closed.code, closed.reason)
+
+
+def metrics_text(engine: Engine) -> str:
+    """This process's metrics in the Prometheus text format: the sinks' exposition plus the engine counters."""
+    counters = engine.counters()
+    parts: list[str] = []
+    for live in engine.runtime.metrics:
+        exposition = getattr(live.provider, "exposition", None)
+        if exposition is not None:
+            parts.append(exposition(counters))
+            counters = {}
+    for transport in engine.transports:
+        for key, value in transport.stats().items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                counters[f"{transport.name}_{key}"] = value
+    if counters:  # no prometheus sink configured: still expose the session counters
+        parts.append("".join(f"# TYPE vocable_{k} {'counter' if k.endswith('_total') else 'gauge'}\n"
+                             f"vocable_{k} {v:g}\n" for k, v in counters.items()))
+    return "".join(parts)
 
 
 def merge_expositions(texts: Iterable[str]) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import pluggy
 import structlog
 
-from vocable.engine.tools import ToolSpec, tool_spec
+from vocable.providers.tools import ToolSpec, tool_spec
 from vocable.plugins import hookspecs
 
 log = structlog.get_logger("vocable.plugins")

@@ -9,7 +9,7 @@ from io import BytesIO
 
 import numpy as np
 
-from vocable.engine.audio import resample_pcm
+from vocable.audio import read_wav, resample_pcm, silence, write_wav  # noqa: F401 - re-exported
 
 
 def espeak_available() -> bool:
@@ -29,35 +29,7 @@ def espeak_pcm(text: str, *, sample_rate: int = 16000, voice: str = "en-us", spe
     return resample_pcm(pcm, rate, sample_rate)
 
 
-def silence(ms: int, sample_rate: int = 16000) -> bytes:
-    return b"\x00\x00" * (sample_rate * ms // 1000)
-
-
 def rms(pcm: bytes) -> float:
     """Root-mean-square level of PCM16 (0..32767): the simplest check that audio is speech, not silence."""
     samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float64)
     return float(np.sqrt(np.mean(samples**2))) if samples.size else 0.0
-
-
-def write_wav(path: str, pcm: bytes, sample_rate: int) -> None:
-    with wave.open(path, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(sample_rate)
-        wav.writeframes(pcm)
-
-
-def read_wav(path: str) -> tuple[bytes, int]:
-    """Read a 16-bit PCM WAV (stereo is mixed down); raise ValueError naming what is wrong otherwise."""
-    try:
-        with wave.open(path, "rb") as wav:
-            if wav.getsampwidth() != 2:
-                raise ValueError(f"{path}: expected 16-bit PCM, got {8 * wav.getsampwidth()}-bit")
-            pcm = wav.readframes(wav.getnframes())
-            rate, channels = wav.getframerate(), wav.getnchannels()
-    except (wave.Error, EOFError) as exc:
-        raise ValueError(f"{path}: not a PCM WAV file ({exc or 'truncated'})") from None
-    if channels != 1:
-        samples = np.frombuffer(pcm, dtype="<i2").reshape(-1, channels).mean(axis=1)
-        pcm = samples.astype("<i2").tobytes()
-    return pcm, rate

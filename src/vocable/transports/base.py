@@ -12,32 +12,12 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
 
+from vocable.engine.app import WIRE_SEND, KeepWireSend  # noqa: F401 - their home is the engine's app
 from vocable.providers.base import ProviderSettings
 
 if TYPE_CHECKING:
     from vocable.engine.engine import Engine
-
-WIRE_SEND = "vocable.wire_send"  # scope key: the server's own ``send``, set by ``KeepWireSend``
-
-
-class KeepWireSend:
-    """Middleware that keeps the server's ``send`` in a WebSocket scope, for frames.
-
-    Starlette's exception middleware wraps ``send`` to learn whether an HTTP response has started; on a
-    WebSocket that wrapper decides nothing, yet costs a coroutine for every frame (tens a second for each
-    session). A transport sends its frames with ``scope[WIRE_SEND]`` when present, and the handshake and
-    close through Starlette as usual. Mounted inside another app, it keeps whatever ``send`` that app gave.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            scope[WIRE_SEND] = send
-        await self.app(scope, receive, send)
 
 
 class Transport(ABC):

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import structlog
 from pydantic import Field
 
-from vocable.engine.audio import resample_pcm
+from vocable.audio import resample_pcm
 from vocable.providers.base import TTS, AudioChunk, ProviderSettings, Requirement, TTSCapabilities
 from vocable.providers.errors import ConfigurationError, ProviderError
 from vocable.providers.local._assets import find_file

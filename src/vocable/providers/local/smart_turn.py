@@ -24,7 +24,7 @@ import numpy as np
 import structlog
 from pydantic import Field
 
-from vocable.engine.audio import resample_pcm
+from vocable.audio import resample_pcm
 from vocable.providers.base import ProviderSettings, Requirement, TurnDetector, TurnStream
 from vocable.providers.errors import CapacityExceeded, ConfigurationError, ProviderUnavailable
 from vocable.providers.local._assets import matching_files

@@ -34,7 +34,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from starlette.websockets import WebSocket
 
-from vocable.engine.audio import resample_pcm
+from vocable.audio import resample_pcm
 from vocable.engine.events import AudioOut, Closed, ErrorEvent, Interrupted, Paused, Resumed
 from vocable.engine.session import Session, SessionClosed
 from vocable.transports.protocol import (
