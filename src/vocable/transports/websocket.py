@@ -10,6 +10,10 @@ However the connection ends (client close, network error, ``end``, bad input, se
 are cancelled, the session is closed through the engine, and the socket gets a close code that says why.
 Memory stays bounded: the session's channel is bounded, uvicorn stops reading while a message waits, and a
 client that stops reading is closed once a single send has waited ``send_timeout_s``.
+
+At about 500 lines this is one of vocable's longest modules, on purpose: the reader, the writer, the direct
+frames fast path and the slow-client watchdog all keep one rule (events reach the client in the order the
+session made them) over one connection's state, and it is easier to check in one place than across files.
 """
 
 from __future__ import annotations
