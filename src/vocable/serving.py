@@ -6,8 +6,9 @@ and any byte received cancels it), so a client that opens connections and never 
 (slowloris) keeps each open for ever. ``HeadTimeoutProtocol`` is uvicorn's own HTTP protocol (httptools
 when installed, else h11, as uvicorn's ``auto``) with one timer: armed when the connection opens and again
 after each response, cancelled when a whole request head has been parsed or the connection becomes a
-WebSocket; on expiry the connection is closed. It uses a few uvicorn internals, checked at start-up:
-without them ``vocable serve`` runs uvicorn's plain protocol and says so once.
+WebSocket; on expiry the connection is closed. It uses a few uvicorn internals, checked at start-up
+(``transports/uvicorn_internals.py``, as for direct frames): without them ``vocable serve`` runs uvicorn's
+plain protocol and says so once.
 
 uvicorn also believes ``X-Forwarded-For`` from 127.0.0.1 by default, so a local client could choose the
 address the rate limit counts; here proxy headers are read only from ``server.trusted_proxies``.
@@ -31,7 +32,8 @@ import structlog
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from vocable.config.loader import load_config
-from vocable.transports.direct_frames import SERVE_OPTIONS
+from vocable.transports import direct_frames
+from vocable.transports.uvicorn_internals import missing, unavailable
 
 if TYPE_CHECKING:
     from vocable.config.model import ServerConfig
@@ -95,16 +97,10 @@ class HeadTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
             self._socket.close()
 
 
-def head_timeout_fits(base: type = AutoHTTPProtocol) -> bool:
-    """Whether this uvicorn still has the internals ``HeadTimeoutProtocol`` relies on: the two methods it
-    hooks, the protocol's ``cycle`` and its request cycle's ``response_complete`` (checked in the bytecode
-    of their ``__init__``, since they are instance attributes)."""
-    def assigns(cls: Any, name: str) -> bool:
-        return name in getattr(getattr(getattr(cls, "__init__", None), "__code__", None), "co_names", ())
-
-    cycle = getattr(sys.modules[base.__module__], "RequestResponseCycle", None)
-    return (all(callable(getattr(base, name, None)) for name in _HOOKS)
-            and assigns(base, "cycle") and assigns(cycle, "response_complete"))
+def head_timeout_missing(base: type = AutoHTTPProtocol) -> list[str]:
+    """The internals ``HeadTimeoutProtocol`` relies on that this uvicorn lacks (none: it can run): the two
+    methods it hooks, the protocol's ``cycle`` and its request cycle's ``response_complete``."""
+    return missing((base, (*_HOOKS, "cycle")), (f"{base.__module__}:RequestResponseCycle", ("response_complete",)))
 
 
 def set_header_timeout(seconds: float) -> None:
@@ -120,17 +116,16 @@ def serve_options(server: ServerConfig) -> dict[str, Any]:
     """
     set_header_timeout(server.header_timeout_s)
     options: dict[str, Any] = {
-        **SERVE_OPTIONS,
+        **direct_frames.SERVE_OPTIONS,  # WebSockets: direct frames, or uvicorn's own protocol (one warning)
         "limit_concurrency": server.limit_concurrency or server.max_sessions * 2 + 100,
         **proxy_options(server.trusted_proxies),
     }
-    if head_timeout_fits():
-        options["http"] = HEAD_TIMEOUT_PROTOCOL
+    lacking = head_timeout_missing()
+    if lacking:
+        unavailable("header_timeout", lacking,
+                    "uvicorn's own HTTP protocol: connections that never finish a request head are not closed")
     else:
-        import uvicorn
-
-        log.warning("header_timeout_unavailable", uvicorn=uvicorn.__version__,
-                    effect="connections that never finish a request head are not closed")
+        options["http"] = HEAD_TIMEOUT_PROTOCOL
     return options
 
 
@@ -151,8 +146,10 @@ def serve_workers(config_path: str | None, *, host: str, port: int, workers: int
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
+    from vocable.engine.cluster import SERVER_ENV, node_name
     from vocable.engine.ledger import create_shared_ledger
 
+    os.environ[SERVER_ENV] = node_name()  # the workers' heartbeats say they are one server
     state = tempfile.mkdtemp(prefix="vocable-workers-")  # 0700: only this user can read the shared secret
     try:
         ledger = os.path.join(state, "ledger.sqlite3")
@@ -173,6 +170,7 @@ def serve_workers(config_path: str | None, *, host: str, port: int, workers: int
 
 def worker_app() -> Any:
     """The ASGI app of one worker process (uvicorn calls this in each child)."""
+    from vocable.engine.cluster import node_name
     from vocable.engine.engine import Engine
     from vocable.engine.ledger import SQLiteLedger
     from vocable.logging import configure_logging
@@ -182,8 +180,9 @@ def worker_app() -> Any:
     if not ledger_path:
         sys.exit(f"vocable: {LEDGER_ENV} is not set; workers are started by `vocable serve --workers N`")
     config = load_config(path)
-    worker = str(os.getpid())
+    shared = None if config.state.url else SQLiteLedger(ledger_path)  # state.url: the cluster's Redis instead
+    worker = str(os.getpid()) if shared is not None else node_name()  # pids repeat across machines
     configure_logging(config.server.log_level, config.server.log_format, worker=worker)
     set_header_timeout(config.server.header_timeout_s)  # uvicorn's options came pickled; this is per process
-    engine = Engine(config, ledger=SQLiteLedger(ledger_path), worker_id=worker, freeze_gc=True)
+    engine = Engine(config, ledger=shared, worker_id=worker, freeze_gc=True, drain_on_sigterm=True)
     return engine.asgi_app()

@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+import structlog
 import uvicorn
 import websockets
 from websockets.frames import Frame, Opcode
 
+from vocable.transports import direct_frames
 from vocable.transports.direct_frames import AWAIT_MESSAGE, DIRECT_FRAMES, SERVE_OPTIONS, DirectFrames, frame_header
 
 
@@ -168,6 +170,46 @@ async def test_uvicorns_own_protocol_offers_no_extension() -> None:
     async with serving(app, ws="websockets-sansio") as url:
         acks = await exchange(url, [b"one"])
     assert acks == [b"ack:one"] and app.direct is None and app.log == [("asgi", b"one")]
+
+
+# ------------------------------------------------------------------------- the start-up check of uvicorn's internals
+
+
+def test_this_uvicorn_has_every_internal_direct_frames_use() -> None:
+    from vocable import serving
+    from vocable.config.model import ServerConfig
+
+    assert direct_frames.direct_frames_missing() == []
+    assert SERVE_OPTIONS["ws"] == direct_frames.DIRECT_FRAMES_PROTOCOL
+    assert serving.serve_options(ServerConfig())["ws"] == direct_frames.DIRECT_FRAMES_PROTOCOL
+
+
+def test_without_an_internal_it_uses_uvicorns_protocol_and_warns_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A uvicorn whose protocol lost a name direct frames use: ``SERVE_OPTIONS`` and ``serve_options`` name
+    uvicorn's own protocol, and one warning says what is missing, however often they are read."""
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    from vocable import serving
+    from vocable.config.model import ServerConfig
+
+    monkeypatch.delattr(WebSocketsSansIOProtocol, "send_receive_event_to_app")
+    monkeypatch.delitem(vars(direct_frames), "SERVE_OPTIONS")  # decided again, and put back after the test
+    with structlog.testing.capture_logs() as logged:
+        chosen = [direct_frames.SERVE_OPTIONS["ws"], serving.serve_options(ServerConfig())["ws"],
+                  serving.serve_options(ServerConfig())["ws"]]
+    assert chosen == ["websockets-sansio"] * 3
+    warnings = [e for e in logged if e["event"] == "direct_frames_unavailable"]
+    assert len(warnings) == 1 and warnings[0]["log_level"] == "warning"
+    assert warnings[0]["missing"] == ["WebSocketsSansIOProtocol.send_receive_event_to_app"]
+
+
+def test_without_uvicorns_sansio_module_it_uses_uvicorns_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(direct_frames, "UVICORN_PROTOCOL", "vocable_no_such_module:Protocol")
+    monkeypatch.setattr(direct_frames, "NEEDS", (("vocable_no_such_module:Protocol", ("conn",)),))
+    with structlog.testing.capture_logs() as logged:
+        options = direct_frames.serve_ws_options()
+    assert options["ws"] == "auto" and options["ws_per_message_deflate"] is False
+    assert [e["missing"] for e in logged] == [["vocable_no_such_module:Protocol.conn"]]
 
 
 # ------------------------------------------------------------------------- the binary-frame parser, byte by byte

@@ -218,9 +218,11 @@ def test_serve_options_defaults_and_the_fallback_on_an_unfamiliar_uvicorn(monkey
 
     options = serving.serve_options(ServerConfig(max_sessions=7))
     assert options["proxy_headers"] is False and options["limit_concurrency"] == 114
-    assert options["http"] == serving.HEAD_TIMEOUT_PROTOCOL and serving.head_timeout_fits()
-    assert not serving.head_timeout_fits(asyncio.Protocol)
-    monkeypatch.setattr(serving, "head_timeout_fits", lambda: False)
+    assert options["http"] == serving.HEAD_TIMEOUT_PROTOCOL and serving.head_timeout_missing() == []
+    assert serving.head_timeout_missing(asyncio.Protocol) == [
+        "Protocol.on_response_complete", "Protocol.handle_websocket_upgrade", "Protocol.cycle",
+        "asyncio.protocols:RequestResponseCycle.response_complete"]
+    monkeypatch.setattr(serving, "head_timeout_missing", lambda: ["HttpToolsProtocol.cycle"])
     with structlog.testing.capture_logs() as logged:
         options = serving.serve_options(ServerConfig(trusted_proxies=["10.1.2.3/8", "192.0.2.1"]))
     assert "http" not in options and [e["event"] for e in logged] == ["header_timeout_unavailable"]

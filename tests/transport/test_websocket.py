@@ -20,6 +20,7 @@ from wskit import (
 
 from vocable.testing.fakes import tone
 from vocable.testing.speech import silence
+from vocable.transports import direct_frames
 
 LONG_REPLY = " ".join(["This reply goes on for quite a while so there is time to cut it off."] * 4)
 METRIC_KEYS = ("stt_ms", "llm_ttft_ms", "tts_ttfb_ms", "voice_to_voice_ms")
@@ -29,9 +30,14 @@ METRIC_KEYS = ("stt_ms", "llm_ttft_ms", "tts_ttfb_ms", "voice_to_voice_ms")
     ("direct", False),  # as `vocable serve` runs: frames heard as parsed, written with the header made here
     ("direct", True),  # permessage-deflate negotiated: the protocol library frames (and compresses) them
     ("websockets-sansio", True),  # uvicorn's own protocol: everything through the ASGI queue and send
+    ("fallback", False),  # what `vocable serve` runs when this uvicorn lacks an internal direct frames use
 ])
-async def test_audio_turn_arrives_in_order(protocol: str, deflate: bool) -> None:
+async def test_audio_turn_arrives_in_order(protocol: str, deflate: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     options = {"ws_per_message_deflate": deflate} | ({} if protocol == "direct" else {"ws": protocol})
+    if protocol == "fallback":
+        monkeypatch.setattr(direct_frames, "direct_frames_missing", lambda: ["WebSocketsSansIOProtocol.conn"])
+        options = direct_frames.serve_ws_options()
+        assert options["ws"] == "websockets-sansio"
     async with live_server(engine(), **options) as server, connect(server.ws_url()) as client:
         assert (client.ws.protocol.extensions != []) is deflate
         ready = await client.recv()

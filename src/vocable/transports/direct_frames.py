@@ -25,17 +25,23 @@ unmasked) is given to the library whole, so its parser is always at a frame boun
 The handshake, text messages, pings, close, backpressure and errors stay uvicorn's. An app that does not
 use the extension, or runs under a server that does not offer it, sees plain ASGI (vocable's WebSocket
 transport works either way). ``vocable serve`` runs uvicorn with this protocol (``SERVE_OPTIONS``).
+
+It relies on names uvicorn and the websockets library do not document (``NEEDS``). pyproject bounds uvicorn
+(``<0.56``), and ``SERVE_OPTIONS`` is decided on first use: when a name in ``NEEDS`` is gone
+(``transports/uvicorn_internals.py`` checks), it names uvicorn's own protocol instead, plain ASGI with the
+same results, and one warning (``direct_frames_unavailable``) says so.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState, ProtocolError
 from websockets.protocol import State
+
+from vocable.transports.uvicorn_internals import find, missing, unavailable
 
 try:
     from websockets.speedups import apply_mask
@@ -44,17 +50,63 @@ except ImportError:  # pragma: no cover - websockets built without its C extensi
 
 DIRECT_FRAMES = "vocable.direct_frames"  # the extension's key in ``scope["extensions"]``
 AWAIT_MESSAGE = "vocable.direct_frames.await"  # a receive message: {"type": ..., "awaitable": ...}
+DIRECT_FRAMES_PROTOCOL = "vocable.transports.direct_frames:DirectFramesProtocol"
+UVICORN_PROTOCOL = "uvicorn.protocols.websockets.websockets_sansio_impl:WebSocketsSansIOProtocol"
 
-# what ``vocable serve`` passes to uvicorn (the one place these settings live; tests and benchmarks use them)
-SERVE_OPTIONS: dict[str, Any] = {
-    "ws": "vocable.transports.direct_frames:DirectFramesProtocol",
-    "ws_max_size": 1 << 20,
-    # browsers offer permessage-deflate, and PCM does not repay it: measured on noisy speech-like 20 ms frames,
-    # zlib (uvicorn's settings) saves 2 % of the bytes (640 -> 626) for ~49 us of CPU per frame, more than the
-    # rest of the frame's path; so the server declines it
-    "ws_per_message_deflate": False,
-    "lifespan": "on",
-}
+# What this module uses and neither library documents: uvicorn's protocol, its websockets connection
+# (``conn``) and that connection's reader.
+NEEDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (UVICORN_PROTOCOL, ("data_received", "handle_connect", "send_receive_event_to_app", "connection_lost", "conn",
+                        "transport", "scope", "queue", "frames", "curr_msg_data_type", "read_paused", "logger",
+                        "close_sent", "disconnected", "handshake_initiated", "handshake_complete",
+                        "initial_response", "writable")),
+    ("websockets.server:ServerProtocol", ("state", "extensions", "expect_continuation_frame", "debug", "reader",
+                                          "current_size", "parser_exc", "max_message_size", "send_binary",
+                                          "send_text", "data_to_send")),
+    ("websockets.streams:StreamReader", ("buffer",)),
+)
+
+if TYPE_CHECKING:
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol as _Base
+else:
+    _Base = find(UVICORN_PROTOCOL) or object  # gone: the class below is never chosen (``serve_ws_options``)
+
+SERVE_OPTIONS: dict[str, Any]  # ``serve_ws_options()``, made on first use (``__getattr__`` below)
+
+
+def serve_ws_options() -> dict[str, Any]:
+    """What ``vocable serve`` passes to uvicorn for WebSockets (``SERVE_OPTIONS``, decided once a process).
+
+    ``DirectFramesProtocol`` when this uvicorn has everything in ``NEEDS``; otherwise uvicorn's own protocol
+    and one warning naming what is missing.
+    """
+    ws = DIRECT_FRAMES_PROTOCOL
+    lacking = direct_frames_missing()
+    if lacking:
+        ws = "websockets-sansio" if find(UVICORN_PROTOCOL) is not None else "auto"
+        unavailable("direct_frames", lacking, f"uvicorn's {ws} WebSocket protocol: every frame through plain ASGI")
+    return {
+        "ws": ws,
+        "ws_max_size": 1 << 20,
+        # browsers offer permessage-deflate, and PCM does not repay it: measured on noisy speech-like 20 ms
+        # frames, zlib (uvicorn's settings) saves 2 % of the bytes (640 -> 626) for ~49 us of CPU per frame,
+        # more than the rest of the frame's path; so the server declines it
+        "ws_per_message_deflate": False,
+        "lifespan": "on",
+    }
+
+
+def direct_frames_missing() -> list[str]:
+    """The names in ``NEEDS`` this uvicorn and websockets no longer have (none: direct frames can run)."""
+    return missing(*NEEDS)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SERVE_OPTIONS":  # decided on first use, not on import: a worker process never needs it
+        options = globals()["SERVE_OPTIONS"] = serve_ws_options()
+        return options
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 Receiver = Callable[[bytes], "bool | Awaitable[Any]"]
 
@@ -108,7 +160,7 @@ class DirectFrames:
         return True
 
 
-class DirectFramesProtocol(WebSocketsSansIOProtocol):
+class DirectFramesProtocol(_Base):
     """uvicorn's websockets-sansio protocol offering the ``vocable.direct_frames`` extension."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
