@@ -14,8 +14,8 @@ from import_graph import SRC, cycles, import_graph, module_files
 ROOT = SRC.parent
 LONG = 400  # lines; a module past this says why in its docstring, with its size ("about 500 lines")
 SAYS_ITS_SIZE = re.compile(r"\b\d+ lines\b")
-# Long modules whose docstring is their owner's to write (they are being rewritten); each entry must still be
-# long and silent, so the test fails once it is fixed and the entry can go.
+# Long modules whose docstring is their owner's to write: engine/session.py is being rewritten (and split).
+# An entry here is tolerated, not required: remove it once that lands.
 PENDING = {"vocable.engine.session"}
 
 
@@ -79,4 +79,3 @@ def test_long_modules_say_why_they_are_long() -> None:
         if not SAYS_ITS_SIZE.search(docstring):
             silent.append(name)
     assert sorted(set(silent) - PENDING) == [], f"over {LONG} lines without a sentence in the docstring on why"
-    assert sorted(PENDING - set(silent)) == [], "no longer long and silent: remove it from PENDING"
