@@ -48,7 +48,7 @@ if ! "$VENV/bin/python" -c "import llama_cpp" >/dev/null 2>&1; then
   "$PIP" install -q --find-links "$WHEELS" "llama-cpp-python==$LLAMA_VERSION"
 fi
 
-EXTRAS="local,cloud,webrtc,prometheus"
+EXTRAS="local,cloud,webrtc,phone,prometheus"
 [ "$MODE" = "test" ] && EXTRAS="$EXTRAS,smart-turn,postgres,test"
 STAMP="$VENV/.vocable-$MODE-$(cat pyproject.toml | sha1sum | cut -c1-12)"
 if [ ! -f "$STAMP" ]; then

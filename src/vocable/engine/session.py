@@ -44,10 +44,10 @@ from vocable.engine.memory import Memory
 from vocable.engine.metrics import TurnMetrics, now
 from vocable.engine.outbox import EventSink, Outbox, PlayoutSource
 from vocable.engine.rate import SlidingWindow
-from vocable.engine.tools import Fillers, ToolCalls
+from vocable.engine.tools import Fillers, ToolCalls, ToolSpec
 from vocable.engine.transcriber import Transcriber
 from vocable.engine.user_words import UserWords
-from vocable.engine.turn import ReplyRunner, Turn
+from vocable.engine.turn import ReplyRunner, Segment, Turn
 from vocable.providers.base import FLUSH, Flush, TranscriptEvent
 from vocable.providers.errors import ProviderError
 
@@ -144,6 +144,7 @@ class Session:
         self._timer: asyncio.TimerHandle | None = None
         self._ticking: asyncio.Task[None] | None = None
         self._playout: PlayoutSource | None = None
+        self.details: dict[str, Any] = {}  # a transport's facts for ``/sessions`` (a phone call's masked number)
         self._watchdog: asyncio.Task[None] | None = None
         self.last_activity = time.monotonic()
         self._pending_finals: deque[TurnMetrics] = deque()
@@ -693,6 +694,16 @@ class Session:
         without one the session counts by the paced send clock."""
         self._playout = source
 
+    def reply_segments(self, turn_id: str) -> list[Segment]:
+        """The pieces of text of reply ``turn_id`` and the byte offset where each one's audio starts (empty
+        once it is not the current reply): for a transport that marks them in its output (the phone ones)."""
+        turn = self._turn
+        return turn.segments if turn is not None and turn.id == turn_id else []
+
+    def offer_tool(self, spec: ToolSpec) -> None:
+        """Offer a tool to this session's LLM only (the phone transports' ``end_call``)."""
+        self._tools.specs = {**self._tools.specs, spec.name: spec}
+
     def attach_sink(self, sink: EventSink) -> None:
         """Let a transport take events directly when nothing is queued ahead of them (``Outbox``)."""
         self._outbox.attach_sink(sink)
@@ -718,4 +729,5 @@ class Session:
             "state": self.state,
             "turns": self.turns,
             "started_at": self.started_at,
+            **self.details,
         }

@@ -43,6 +43,9 @@ FIRST_PARTY_EXTRAS: dict[str, str] = {
     "groq": "pip install 'vocable[groq]'",
     "elevenlabs": "pip install 'vocable[elevenlabs]'",
     "webrtc": "pip install 'vocable[webrtc]'",
+    "twilio": "pip install 'vocable[phone]'",
+    "telnyx": "pip install 'vocable[phone]'",
+    "plivo": "pip install 'vocable[phone]'",
     "prometheus": "pip install 'vocable[prometheus]'",
 }
 
