@@ -117,8 +117,8 @@ def test_short_api_key_is_a_config_error():
 async def _dropped_after_one_turn(engine: Engine, text: str):
     session = await engine.open_session(transport="test", pace=False)
     await session.send_text(text)
-    while session._reply_task is not None and not session._reply_task.done():
-        await session._reply_task
+    while session.replies.task is not None and not session.replies.task.done():
+        await session.replies.task
     await engine.close_session(session, "client_gone", resumable=True)
     return session
 

@@ -287,7 +287,7 @@ async def test_speculative_reply_is_held_until_the_end_of_turn():
         while len(conv.session.events):
             early.append(await conv.session.events.get())
         assert not any(isinstance(e, (Reply, AudioOut)) for e in early), early
-        assert conv.session._turn is not None, "the reply should be prepared during the pause"
+        assert conv.session.replies.turn is not None, "the reply should be prepared during the pause"
         await feed(conv, silence(400), realtime=True)
         events = await conv.collect_turn()
     reply = "".join(e.text for e in events if isinstance(e, Reply))
@@ -393,7 +393,7 @@ async def test_the_first_audio_goes_out_as_soon_as_the_tts_makes_it():
     tts.synthesize = counting
     made_at_first_audio: list[int] = []
     async with engine.conversation(pace=False) as conv:
-        replies = conv.session._replies
+        replies = conv.session.replies._runner
         emit = replies.emit
 
         async def spy(event):
@@ -425,7 +425,7 @@ async def test_speech_frames_inside_an_utterance_reach_the_stt_with_nothing_to_a
                 awaited += 1
                 await rest
         events = await conv.collect_turn(10)
-        utterance_frames = len(session._listener.utterance) // 640
+        utterance_frames = len(session.hearing.listener.utterance) // 640
     await engine.stop()
     interims = [e for e in events if isinstance(e, Transcript) and not e.final]
     # the scripted STT shows one word per 20 ms it has heard: the last interim counts the frames it got

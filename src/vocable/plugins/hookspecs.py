@@ -18,7 +18,8 @@ import pluggy
 
 if TYPE_CHECKING:
     from vocable.engine.metrics import TurnMetrics
-    from vocable.engine.session import Session, TurnRecord
+    from vocable.engine.records import TurnRecord
+    from vocable.engine.session import Session
 
 hookspec = pluggy.HookspecMarker("vocable")
 hookimpl = pluggy.HookimplMarker("vocable")

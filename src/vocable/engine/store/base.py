@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from vocable.engine.session import TurnRecord
+    from vocable.engine.records import TurnRecord
 
 
 class TurnStore(Protocol):

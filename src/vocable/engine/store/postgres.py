@@ -24,7 +24,7 @@ from vocable.engine.store.base import transcript_of
 from vocable.logging import REDACTED, scrubber
 
 if TYPE_CHECKING:
-    from vocable.engine.session import TurnRecord
+    from vocable.engine.records import TurnRecord
 
 INSTALL_HINT = "pip install 'vocable[postgres]'"
 _SCHEMA_LOCK = 0x766F6361626C65  # "vocable": servers starting together create the tables one at a time

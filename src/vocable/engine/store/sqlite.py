@@ -16,7 +16,7 @@ from vocable.engine.sqlite_thread import SQLiteThread
 from vocable.engine.store.base import transcript_of
 
 if TYPE_CHECKING:
-    from vocable.engine.session import TurnRecord
+    from vocable.engine.records import TurnRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
