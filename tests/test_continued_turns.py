@@ -111,3 +111,41 @@ async def test_a_backchannel_lets_the_reply_go_on_and_starts_no_turn(said: str, 
         assert [m.role for m in memory] == ["user", "assistant"], "the backchannel started no turn"
         assert memory[-1].content.endswith("Eleven twelve.")
     await engine.stop()
+
+
+# ---------------------------------------------------------------------------------------- resume
+
+
+async def _reply_audio(noise_ms: int) -> tuple[bytes, list[str]]:
+    """The reply's audio as the client got it, with ``noise_ms`` of noise (no words) once it has begun."""
+    engine = scripted_engine(
+        stt={"provider": "scripted", "transcripts": [""], "interim_every_ms": 200},
+        llm={"provider": "scripted", "reply": "One two three four five. Six seven eight nine ten. Eleven twelve."},
+        tts={"provider": "scripted", "ms_per_char": 30},
+        turn={"provider": "silence", "hangover_ms": 300},
+    )
+    await engine.start()
+    audio, kinds = bytearray(), []
+    async with engine.conversation(pace=True) as conv:
+        await conv.send_text("count for me")
+        first = await conv.next_event(AudioOut)
+        audio += first.pcm
+        if noise_ms:
+            await feed(conv, silence(100) + tone(noise_ms, 16000) + silence(600), realtime=True)
+        while True:
+            event = await conv.next_event(Event, timeout_s=10)
+            kinds.append(event.type)
+            if isinstance(event, AudioOut) and event.turn_id == first.turn_id:
+                audio += event.pcm
+            if isinstance(event, MetricsEvent):
+                break
+    await engine.stop()
+    return bytes(audio), kinds
+
+
+async def test_a_resumed_reply_goes_on_from_the_sample_where_it_stopped() -> None:
+    whole, _ = await _reply_audio(0)
+    resumed, kinds = await _reply_audio(300)
+    assert "paused" in kinds and "resumed" in kinds and "interrupted" not in kinds, kinds
+    assert len(resumed) == len(whole), "nothing skipped, nothing repeated"
+    assert resumed == whole, "the very same samples, in the same order"
