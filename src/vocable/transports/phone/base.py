@@ -10,6 +10,10 @@ stop) and the pump (the session's events -> ``MarkedPlayout`` -> media, mark and
 audio leaves as the session paces it (real time plus ``pipeline.output.lead_ms``); the carrier's own
 buffer is accounted for by marks. However the stream ends (``stop``, the caller gone, the session ending,
 ``end_call``, shutdown) both tasks end, the session is closed through the engine, and the socket closed.
+
+At over 600 lines this is one of vocable's longest modules: it is what every carrier shares, so that each
+carrier's module holds only its dialect, and a stream's reader and pump keep one call's state (marks,
+clears, DTMF, what was heard) together.
 """
 
 from __future__ import annotations
