@@ -9,8 +9,12 @@ Figures:
   TTS request, first TTS audio -> handed to the transport);
 - text_to_voice_ms: final transcript -> first reply audio handed to the transport, vocable vs bare chain.
 
+With ``--tracing``, the same turns run again with OpenTelemetry tracing on (``tracing:``, exporting over
+OTLP/HTTP to a sink on loopback), and the figures add that run's engine overhead and the time the tracing
+hooks take per turn (making the turn's spans, after its ``metrics`` event; goal: overhead p50 <= 0.5 ms).
+
 Prints a table, then a JSON object of all figures as the last line.
-Usage: python benchmarks/turn_overhead.py [--turns 200]
+Usage: python benchmarks/turn_overhead.py [--turns 200] [--tracing]
 """
 
 from __future__ import annotations
@@ -48,8 +52,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-async def vocable_turns(n: int) -> tuple[list[float], list[float]]:
-    engine = Engine.from_dict(CONFIG, autoload=False, plugins=["vocable.plugins.core", "vocable.testing.plugin"])
+async def vocable_turns(n: int, tracing: dict[str, str] | None = None) -> tuple[list[float], list[float]]:
+    config = {**CONFIG, "tracing": tracing} if tracing is not None else CONFIG
+    engine = Engine.from_dict(config, autoload=False, plugins=["vocable.plugins.core", "vocable.testing.plugin"])
     await engine.start()
     overhead, t2v = [], []
     clip = silence(60) + tone(400, 16000) + silence(300)
@@ -65,6 +70,12 @@ async def vocable_turns(n: int) -> tuple[list[float], list[float]]:
             overhead.append(event.figures["engine_overhead_ms"])
             t2v.append(event.figures["text_to_voice_ms"])
     await engine.stop()
+    if tracing is not None:  # export what is left while the sink still runs
+        from vocable.tracing import Tracing
+
+        for plugin in engine.host.pm.get_plugins():
+            if isinstance(plugin, Tracing):
+                await asyncio.to_thread(plugin.shutdown)
     return overhead, t2v
 
 
@@ -92,9 +103,54 @@ async def bare_turns(n: int) -> list[float]:
     return t2v
 
 
+class _Sink:
+    """An OTLP/HTTP endpoint on loopback that takes every export and answers 200, so spans really go out."""
+
+    def __enter__(self) -> str:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def traced_turns(n: int) -> tuple[list[float], list[float]]:
+    """Engine overhead per turn with tracing on, and the time the tracing hooks take per turn."""
+    from vocable.tracing import spans
+
+    work: list[float] = []
+    make = spans.ConversationTrace.turn_metrics
+
+    def timed(self: spans.ConversationTrace, metrics: object) -> None:
+        start = time.perf_counter()
+        make(self, metrics)  # type: ignore[arg-type]
+        work.append((time.perf_counter() - start) * 1000)
+
+    spans.ConversationTrace.turn_metrics = timed  # type: ignore[method-assign]
+    with _Sink() as endpoint:
+        overhead, _ = asyncio.run(vocable_turns(n, {"endpoint": endpoint}))
+    return overhead, work
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--turns", type=int, default=200)
+    parser.add_argument("--tracing", action="store_true", help="also run the turns with OpenTelemetry tracing on")
     args = parser.parse_args()
     import logging
 
@@ -117,10 +173,24 @@ def main() -> None:
         "goal_p95_ms": 5.0,
     }
     figures["goal_met"] = figures["engine_overhead_p50_ms"] <= 2.0 and figures["engine_overhead_p95_ms"] <= 5.0
+    if args.tracing:
+        traced, work = traced_turns(args.turns)
+        figures.update({
+            "traced_engine_overhead_p50_ms": round(pct(traced, 50), 3),
+            "traced_engine_overhead_p95_ms": round(pct(traced, 95), 3),
+            "tracing_hooks_p50_ms": round(pct(work, 50), 3),
+            "tracing_hooks_p95_ms": round(pct(work, 95), 3),
+            "tracing_goal_p50_ms": 0.5,
+        })
+        figures["tracing_goal_met"] = figures["traced_engine_overhead_p50_ms"] <= 0.5
     print(f"{'figure':<28}{'p50 ms':>10}{'p95 ms':>10}")
     print(f"{'vocable engine overhead':<28}{figures['engine_overhead_p50_ms']:>10}{figures['engine_overhead_p95_ms']:>10}")
     print(f"{'vocable text-to-voice':<28}{figures['text_to_voice_p50_ms']:>10}{figures['text_to_voice_p95_ms']:>10}")
     print(f"{'bare chain text-to-voice':<28}{figures['bare_text_to_voice_p50_ms']:>10}{figures['bare_text_to_voice_p95_ms']:>10}")
+    if args.tracing:
+        print(f"{'engine overhead, traced':<28}{figures['traced_engine_overhead_p50_ms']:>10}"
+              f"{figures['traced_engine_overhead_p95_ms']:>10}")
+        print(f"{'tracing hooks per turn':<28}{figures['tracing_hooks_p50_ms']:>10}{figures['tracing_hooks_p95_ms']:>10}")
     print(json.dumps(figures))
 
 

@@ -200,6 +200,17 @@ class StorageConfig(Section):
         return value
 
 
+class TracingConfig(Section):
+    """OpenTelemetry traces of every conversation (``pip install 'vocable[otel]'``; docs/tracing.md). A key left
+    unset falls back to the standard ``OTEL_*`` environment variables."""
+
+    endpoint: str | None = Field(
+        default=None, description="the OTLP/HTTP collector, e.g. http://collector:4318 (/v1/traces is added); null: "
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT, else http://localhost:4318")
+    service_name: str | None = Field(default=None, description="service.name; null: OTEL_SERVICE_NAME, else vocable")
+    include_text: bool = Field(default=False, description="put the user's and the agent's words in span attributes")
+
+
 class PluginsConfig(Section):
     autoload: bool = True
     modules: list[str] = Field(default_factory=list, description="plugin modules to load by import path")
@@ -213,6 +224,7 @@ class VocableConfig(Section):
     metrics: list[ProviderRef] = Field(default_factory=lambda: [ProviderRef(provider="log")])
     plugins: PluginsConfig = PluginsConfig()
     storage: StorageConfig = StorageConfig()
+    tracing: TracingConfig | None = Field(default=None, description="OpenTelemetry traces; null: off")
 
     @field_validator("metrics", mode="before")
     @classmethod

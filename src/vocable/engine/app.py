@@ -1,9 +1,11 @@
 """The HTTP side of an Engine: dashboard, health, sessions, config, metrics, plus each transport's routes,
-and the middleware that hands transports the server's own ``send`` (``KeepWireSend``)."""
+and the middleware that hands transports the server's own ``send`` (``KeepWireSend``) and lets observers see
+the request that opened a session (``RequestScope``)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +42,29 @@ class KeepWireSend:
         if scope["type"] == "websocket":
             scope[WIRE_SEND] = send
         await self.app(scope, receive, send)
+
+
+# The ASGI scope of the HTTP request or WebSocket being handled, set by ``RequestScope``: a session opened while
+# handling it (and its ``session_started`` observers) sees its headers, e.g. a W3C ``traceparent``, whatever the
+# transport. None outside a request (``Engine.conversation()``).
+REQUEST_SCOPE: ContextVar[Scope | None] = ContextVar("vocable_request_scope", default=None)
+
+
+class RequestScope:
+    """Middleware that sets ``REQUEST_SCOPE`` for the duration of each HTTP request and WebSocket."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        token = REQUEST_SCOPE.set(scope)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            REQUEST_SCOPE.reset(token)
 
 
 def _dashboard_html() -> str:
@@ -160,6 +185,6 @@ def build_app(engine: Engine) -> Starlette:
     ]
     for transport in engine.transports:
         routes.extend(transport.routes())
-    app = Starlette(routes=routes, lifespan=engine.lifespan, middleware=[Middleware(KeepWireSend)])
+    app = Starlette(routes=routes, lifespan=engine.lifespan, middleware=[Middleware(RequestScope), Middleware(KeepWireSend)])
     app.state.engine = engine
     return app

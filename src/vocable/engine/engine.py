@@ -80,6 +80,10 @@ class Engine:
         self.store = open_store(config.storage.url) if config.storage.url else None
         if self.store is not None:
             self.host.add(StoreObserver(self), name="vocable.store")
+        if config.tracing is not None:  # OpenTelemetry spans, an observer like persistence (docs/tracing.md)
+            from vocable.tracing import Tracing
+
+            self.host.add(Tracing(self), name="vocable.tracing")
         self.gate = Gate(config.server, ledger)
         self.ledger = self.gate.ledger
         self.worker_id = worker_id

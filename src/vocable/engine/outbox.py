@@ -7,12 +7,14 @@ writer task, without changing what a client sees:
 - A transport may attach a sink that sends an event at once while nothing is queued ahead of it (the
   WebSocket transport does): no writer wake-up per event, 50 a second for each talking session's audio.
 - Reply text deltas that the LLM yields in one go leave as one ``reply`` event.
+
+A tap (``add_tap``) sees every event as it is emitted, before any merging: tracing and recording use it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from vocable.engine.channel import Channel, ChannelClosed
@@ -44,12 +46,18 @@ class PlayoutSource(Protocol):
 
 
 class Outbox:
-    __slots__ = ("events", "_sink", "_held_reply")
+    __slots__ = ("events", "_sink", "_held_reply", "_taps")
 
     def __init__(self, maxsize: int) -> None:
         self.events: Channel[Event] = Channel(maxsize)
         self._sink: EventSink | None = None
         self._held_reply: Reply | None = None
+        self._taps: tuple[Callable[[Event], None], ...] = ()
+
+    def add_tap(self, tap: Callable[[Event], None]) -> None:
+        """Call ``tap(event)`` with every event as it is emitted (every audio frame too): synchronous, and
+        cheap, since it runs on the hot path. An exception from it propagates to the emitter."""
+        self._taps = (*self._taps, tap)
 
     def attach_sink(self, sink: EventSink) -> None:
         """Let a transport take events directly when nothing is queued ahead of them.
@@ -76,6 +84,8 @@ class Outbox:
         Not a coroutine itself: it returns the sink's (or the channel's) awaitable, so an audio frame,
         50 a second for each talking session, does not pay for two more coroutines on its way out.
         """
+        for tap in self._taps:
+            tap(event)
         if self._held_reply is None and type(event) is not Reply:
             return self._deliver(event)
         return self._emit_held(event)
