@@ -28,7 +28,7 @@ apt_install() {
 
 case "$MODE" in
   serve) apt_install espeak-ng ;;
-  test)  apt_install espeak-ng sox chromium iproute2 postgresql ;;
+  test)  apt_install espeak-ng sox chromium iproute2 postgresql redis-server nginx ;;
   *) echo "usage: $0 serve|test" >&2; exit 2 ;;
 esac
 
@@ -49,7 +49,7 @@ if ! "$VENV/bin/python" -c "import llama_cpp" >/dev/null 2>&1; then
 fi
 
 EXTRAS="local,cloud,webrtc,phone,prometheus"
-[ "$MODE" = "test" ] && EXTRAS="$EXTRAS,smart-turn,postgres,test"
+[ "$MODE" = "test" ] && EXTRAS="$EXTRAS,smart-turn,postgres,redis,test"
 STAMP="$VENV/.vocable-$MODE-$(cat pyproject.toml | sha1sum | cut -c1-12)"
 if [ ! -f "$STAMP" ]; then
   log "installing vocable[$EXTRAS]"

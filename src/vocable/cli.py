@@ -27,7 +27,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(server.log_level, server.log_format)
     from vocable.engine.engine import Engine
 
-    engine = Engine(config, freeze_gc=True)  # validates config and plugins here, before any worker starts
+    # validates config and plugins here, before any worker starts; SIGTERM drains the live sessions first
+    engine = Engine(config, freeze_gc=True, drain_on_sigterm=True)
     if args.config is None:
         print("vocable: no -c given, serving the built-in offline default (local models)", file=sys.stderr)
     print(f"vocable: loading providers; dashboard at http://{host}:{port}/", file=sys.stderr)

@@ -146,8 +146,10 @@ def serve_workers(config_path: str | None, *, host: str, port: int, workers: int
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
+    from vocable.engine.cluster import SERVER_ENV, node_name
     from vocable.engine.ledger import create_shared_ledger
 
+    os.environ[SERVER_ENV] = node_name()  # the workers' heartbeats say they are one server
     state = tempfile.mkdtemp(prefix="vocable-workers-")  # 0700: only this user can read the shared secret
     try:
         ledger = os.path.join(state, "ledger.sqlite3")
@@ -168,6 +170,7 @@ def serve_workers(config_path: str | None, *, host: str, port: int, workers: int
 
 def worker_app() -> Any:
     """The ASGI app of one worker process (uvicorn calls this in each child)."""
+    from vocable.engine.cluster import node_name
     from vocable.engine.engine import Engine
     from vocable.engine.ledger import SQLiteLedger
     from vocable.logging import configure_logging
@@ -177,8 +180,9 @@ def worker_app() -> Any:
     if not ledger_path:
         sys.exit(f"vocable: {LEDGER_ENV} is not set; workers are started by `vocable serve --workers N`")
     config = load_config(path)
-    worker = str(os.getpid())
+    shared = None if config.state.url else SQLiteLedger(ledger_path)  # state.url: the cluster's Redis instead
+    worker = str(os.getpid()) if shared is not None else node_name()  # pids repeat across machines
     configure_logging(config.server.log_level, config.server.log_format, worker=worker)
     set_header_timeout(config.server.header_timeout_s)  # uvicorn's options came pickled; this is per process
-    engine = Engine(config, ledger=SQLiteLedger(ledger_path), worker_id=worker, freeze_gc=True)
+    engine = Engine(config, ledger=shared, worker_id=worker, freeze_gc=True, drain_on_sigterm=True)
     return engine.asgi_app()

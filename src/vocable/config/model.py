@@ -98,6 +98,13 @@ class ServerConfig(Section):
     limit_concurrency: int | None = Field(
         default=None, ge=1, description="connections and tasks at once before new HTTP requests get 503; null: "
                                         "max_sessions x 2 + 100")
+    drain_timeout_s: float = Field(
+        default=30.0, ge=0, le=3600, description="on SIGTERM (vocable serve): how long live sessions get to finish "
+                                                 "their reply before they are told to reconnect elsewhere")
+    max_loop_lag_ms: float = Field(
+        default=0.0, ge=0, description="event-loop lag (median of the last second) past which new sessions are "
+                                       "refused at once (HTTP 503 with Retry-After) and /health/ready answers 503; "
+                                       "0: no load shedding (behind a load balancer, set it: 50 is a good start)")
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -200,6 +207,34 @@ class StorageConfig(Section):
         return value
 
 
+class StateConfig(Section):
+    """Admission and conversation state shared by several vocable nodes (docs/deploy.md)."""
+
+    url: str | None = Field(
+        default=None,
+        description="redis://[:password@]host:6379/0 (rediss:// for TLS, unix:///path.sock): tokens, rate limits, "
+        "resumable conversations and heartbeats shared by every node (pip install 'vocable[redis]'); null: per "
+        "server (one process, or the SQLite file of --workers)")
+    prefix: str = Field(default="vocable:", pattern=r"^[A-Za-z0-9:_.-]{0,64}$",
+                        description="prefix of every key, so several clusters can share one Redis")
+    max_connections: int = Field(default=16, ge=1, le=1000, description="connection pool size per process")
+    timeout_s: float = Field(default=1.0, gt=0, le=30, description="connect and per-command timeout; past it an "
+                             "admission is refused (fail closed) with 503 state_unavailable")
+    transcript_ttl_s: int = Field(default=3600, ge=60, description="how long finished turns stay in the shared "
+                                  "state for GET /sessions/{id}/transcript on every node")
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # "" (an unset "${VOCABLE_REDIS_URL:-}") keeps the state per server, as null does
+        scheme, sep, _ = value.partition("://")
+        if not sep or scheme.lower() not in ("redis", "rediss", "unix"):
+            given = f"unsupported scheme {scheme!r}" if sep else "not a URL"  # the rest may hold a password
+            raise ValueError(f"{given}: use redis://host:6379/0, rediss://host:6380/0 or unix:///path/redis.sock")
+        return value
+
+
 class TracingConfig(Section):
     """OpenTelemetry traces of every conversation (``pip install 'vocable[otel]'``; docs/tracing.md). A key left
     unset falls back to the standard ``OTEL_*`` environment variables."""
@@ -225,6 +260,7 @@ class VocableConfig(Section):
     plugins: PluginsConfig = PluginsConfig()
     storage: StorageConfig = StorageConfig()
     tracing: TracingConfig | None = Field(default=None, description="OpenTelemetry traces; null: off")
+    state: StateConfig = StateConfig()
 
     @field_validator("metrics", mode="before")
     @classmethod

@@ -16,7 +16,8 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from vocable.engine.gate import Refused
+from vocable.engine.gate import Refused, state_refused
+from vocable.engine.ledger import StateUnavailable
 from vocable.engine.workers import merge_expositions, metrics_text, others
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ def build_app(engine: Engine) -> Starlette:
 
     def refusal(refused: Refused) -> Response:
         return JSONResponse({"error": refused.code, "message": refused.reason}, status_code=refused.status,
-                            headers={"WWW-Authenticate": "Bearer"} if refused.status == 401 else None)
+                            headers=refused.headers)
 
     def operator_only(handler: Callable[[Request], Awaitable[Response]], *, metrics: bool = False
                       ) -> Callable[[Request], Awaitable[Response]]:
@@ -127,9 +128,14 @@ def build_app(engine: Engine) -> Starlette:
             await engine.gate.check_session_reader(request.headers.get("authorization"), session_id)
         except Refused as refused:
             return refusal(refused)
-        if engine.store is None:
+        data = await engine.store.transcript(session_id) if engine.store is not None else None
+        if data is None and engine.ledger.shared:  # a session of another node, or storage not shared
+            try:
+                data = await engine.ledger.transcript(session_id)
+            except StateUnavailable as exc:
+                return refusal(state_refused(exc))
+        if data is None and engine.store is None and not engine.ledger.shared:
             return JSONResponse({"error": "persistence is off: set storage.url in the config"}, status_code=404)
-        data = await engine.store.transcript(session_id)
         if data is None:
             return JSONResponse({"error": f"no session {session_id}"}, status_code=404)
         return JSONResponse(data)
@@ -175,6 +181,7 @@ def build_app(engine: Engine) -> Starlette:
     routes: list[BaseRoute] = [
         Route("/", dashboard),
         Route("/health", health),
+        *engine.node.routes(),  # /health/live, /health/ready: for load balancers
         Route("/session", issue_token, methods=["POST"]),
         Route("/session/dashboard-token", dashboard_token, methods=["POST"]),
         Route("/sessions", operator_only(sessions)),

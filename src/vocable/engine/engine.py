@@ -30,8 +30,9 @@ from vocable.engine.metrics import TurnMetrics
 from vocable.engine.runtime import Runtime
 from vocable.engine.session import Session
 from vocable.engine.store import StoreObserver, open_store
+from vocable.engine.cluster import DRAINING, ConversationKeeper, NodeLife, node_name, open_ledger, server_name
 from vocable.engine.gate import Admission, Gate
-from vocable.engine.ledger import Ledger
+from vocable.engine.ledger import Ledger, StateUnavailable
 from vocable.engine.workers import Heartbeat
 from vocable.logging import configure_logging, scrubber
 from vocable.plugins.manager import PluginHost, autoload_enabled
@@ -61,11 +62,14 @@ class Engine:
         ledger: Ledger | None = None,
         worker_id: str | None = None,
         freeze_gc: bool = False,
+        drain_on_sigterm: bool = False,
     ) -> None:
         """``ledger``: admission state shared with other processes (``vocable serve --workers``); ``worker_id``
         names this process among them. ``freeze_gc``: once started, move everything alive (modules, config,
         models) out of the garbage collector's sight, so its full collections traverse only what sessions
-        made: ``vocable serve`` does; an embedding app owns its process and decides for itself."""
+        made: ``vocable serve`` does; an embedding app owns its process and decides for itself.
+        ``drain_on_sigterm``: SIGTERM drains the live sessions before the server stops (``vocable serve``).
+        Without a ``ledger``, ``state.url`` names a shared one (Redis) for a cluster of nodes."""
         self.config = config
         if not structlog.is_configured():  # structlog's own default writes to stdout; logs belong on stderr
             configure_logging(config.server.log_level, config.server.log_format)
@@ -84,9 +88,15 @@ class Engine:
             from vocable.tracing import Tracing
 
             self.host.add(Tracing(self), name="vocable.tracing")
-        self.gate = Gate(config.server, ledger)
+        self.gate = Gate(config.server, ledger if ledger is not None else open_ledger(config.state))
         self.ledger = self.gate.ledger
-        self.worker_id = worker_id
+        self.worker_id = worker_id if worker_id is not None or not self.ledger.shared else node_name()
+        self.server_id = server_name(self.worker_id)
+        self.node = NodeLife(self)
+        self.drain_on_sigterm = drain_on_sigterm
+        self.gate.node, self.gate.shedding = self.worker_id, self.node.refusal
+        if self.ledger.shared:  # every finished turn's memory goes to the shared state, for resuming elsewhere
+            self.host.add(ConversationKeeper(self), name="vocable.keeper")
         self.heartbeat = Heartbeat(self)
         self.freeze_gc = freeze_gc
         self.tools: dict[str, ToolSpec] = dict(self.resolved.tools)  # plugin tools the config enabled, then @tool
@@ -128,6 +138,8 @@ class Engine:
             scrubber.add(self.config.server.metrics_token.get_secret_value())
         if self.config.storage.url:
             scrubber.add_url(self.config.storage.url)
+        if self.config.state.url:
+            scrubber.add_url(self.config.state.url)
 
     # ------------------------------------------------------------------------------------ life cycle
 
@@ -185,6 +197,7 @@ class Engine:
             raise NotReady(self.load_error)
 
     async def stop(self) -> None:
+        await self.node.stop()
         await self.heartbeat.stop()
         for session in list(self.sessions.values()):
             await session.close("server_shutdown")
@@ -202,6 +215,7 @@ class Engine:
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
         """A Starlette lifespan: begin loading at start-up, close every session at shutdown."""
         self.start_in_background()
+        self.node.start(handle_signals=self.drain_on_sigterm)
         self.heartbeat.start()  # a worker that is still loading shows in the others' /health too
         try:
             yield
@@ -256,13 +270,19 @@ class Engine:
         client that comes back through another worker finds it), and a vanished client costs nothing while
         the server waits for it to come back.
         """
+        was_drained = session.close_reason == DRAINING  # parked already, by the drain
         try:
             await session.close(reason)
         finally:
             self.sessions.pop(session.id, None)
         grace = self.config.server.resume_grace_s
-        if resumable and grace > 0:
-            await self.ledger.park(session.id, session.memory.messages, time.time() + grace)
+        try:
+            if resumable and grace > 0:
+                await self.ledger.park(session.id, session.memory.messages, time.time() + grace)
+            elif self.ledger.shared and session.turns and not was_drained:
+                await self.ledger.drop(session.id)  # its checkpoint: an ended session is not resumed
+        except StateUnavailable as exc:
+            log.warning("park_failed", session_id=session.id, error=str(exc))
 
     @asynccontextmanager
     async def conversation(self, *, pace: bool = True, input_sample_rate: int | None = None) -> AsyncIterator[Conversation]:

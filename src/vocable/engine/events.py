@@ -148,6 +148,15 @@ class ErrorEvent(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Reconnect(Event):
+    """This node is going away (draining): the conversation is parked; connect again with ``?resume=<id>``
+    (through the load balancer, to another node) within ``server.resume_grace_s``. ``closed`` follows."""
+
+    reason: str
+    type: str = field(init=False, default="reconnect")
+
+
+@dataclass(frozen=True, slots=True)
 class Closed(Event):
     """The session has ended (the last event of every session)."""
 

@@ -16,12 +16,13 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from vocable.config.model import ServerConfig
-from vocable.engine.ledger import UNBOUND, Ledger, LocalLedger
+from vocable.engine.ledger import UNBOUND, Ledger, LocalLedger, StateUnavailable, take_waiting
 from vocable.providers.base import Message
 
 TOKEN_AUDIENCE = "vocable-session"
@@ -30,12 +31,26 @@ TOKEN_AUDIENCE = "vocable-session"
 class Refused(Exception):
     """A request that must not go further: HTTP ``status`` or WebSocket ``close_code``, with a reason."""
 
-    def __init__(self, status: int, close_code: int, code: str, reason: str) -> None:
+    def __init__(self, status: int, close_code: int, code: str, reason: str, *,
+                 retry_after: int | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.close_code = close_code
         self.code = code
         self.reason = reason
+        self.retry_after = retry_after  # seconds, sent as ``Retry-After`` with a 503
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        if self.status == 401:
+            return {"WWW-Authenticate": "Bearer"}
+        return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else None
+
+
+def state_refused(exc: StateUnavailable) -> Refused:
+    """The shared state is down: admissions fail closed, with a clear error, until it is back."""
+    return Refused(503, 1013, "state_unavailable", f"{exc}; new sessions are refused until it is back",
+                   retry_after=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +70,8 @@ class Gate:
         self.api_key: str | None = auth.api_key.get_secret_value() if auth is not None else None
         self.token_ttl_s = auth.token_ttl_s if auth is not None else 300
         self.allow_dashboard = bool(auth.allow_dashboard) if auth is not None else True
+        self.node: str | None = None  # this process among the nodes sharing the ledger
+        self.shedding: Callable[[], Refused | None] | None = None  # a refusal while draining or saturated
         if self.api_key:
             self._secret = hmac.new(self.api_key.encode(), b"vocable session tokens", hashlib.sha256).digest()
         else:  # no API key: tokens only need to be valid on this server (all its workers)
@@ -77,7 +94,11 @@ class Gate:
 
     async def check_rate(self, client: str | None) -> None:
         per_minute = self.server.rate_limit_per_minute
-        if per_minute > 0 and not await self.ledger.hit(client or "unknown", per_minute):
+        try:
+            allowed = per_minute <= 0 or await self.ledger.hit(client or "unknown", per_minute)
+        except StateUnavailable as exc:
+            raise state_refused(exc) from None
+        if not allowed:
             raise Refused(429, 1013, "rate_limited", "too many sessions from this address; try again in a minute")
 
     def check_api_key(self, authorization: str | None) -> None:
@@ -148,13 +169,26 @@ class Gate:
 
         A fresh token is claimed here, atomically across workers, so two connections racing with one token
         cannot both get a session. ``release`` gives the claim back if the session then fails to open.
+        A node that is draining or saturated refuses first (``shedding``), and one whose shared state is
+        unreachable refuses too (fail closed).
         """
+        refusal = self.shedding() if self.shedding is not None else None
+        if refusal is not None:
+            raise refusal
+        try:
+            return await self._admit(token=token, origin=origin, host=host, client=client,
+                                     resume_session_id=resume_session_id)
+        except StateUnavailable as exc:
+            raise state_refused(exc) from None
+
+    async def _admit(self, *, token: str | None, origin: str | None, host: str | None, client: str | None,
+                     resume_session_id: str | None) -> Admission:
         self.check_origin(origin, host)
         await self.check_rate(client)
         if resume_session_id is not None:
             check_session_id(resume_session_id)
         if not self.enabled:
-            memory = await self.ledger.take(resume_session_id) if resume_session_id else None
+            memory = await take_waiting(self.ledger, resume_session_id, self.node) if resume_session_id else None
             return Admission(None, resume_session_id if memory is not None else None, memory)
         claims = self._verify(token)
         owner = await self.ledger.claim_token(claims["jti"], self._token_expiry())
@@ -162,7 +196,7 @@ class Gate:
             return Admission(claims["jti"], None)  # a fresh token opens a new session, never someone else's
         if owner == UNBOUND or owner != resume_session_id:
             raise Refused(403, 1008, "token_used", "this token has already opened a session")
-        memory = await self.ledger.take(resume_session_id)
+        memory = await take_waiting(self.ledger, resume_session_id, self.node)
         if memory is None:  # its session is live, ended with "end", or its grace window is over
             raise Refused(403, 1008, "token_used", "this token's session is not waiting to be resumed")
         return Admission(claims["jti"], resume_session_id, memory)
@@ -173,7 +207,11 @@ class Gate:
         if not self.enabled:
             return
         claims = self._verify(token)
-        if await self.ledger.token_owner(claims["jti"]) != session_id:
+        try:
+            owner = await self.ledger.token_owner(claims["jti"])
+        except StateUnavailable as exc:
+            raise state_refused(exc) from None
+        if owner != session_id:
             raise Refused(403, 1008, "token_mismatch", "this token did not open this session")
 
     async def bind(self, admission: Admission, session_id: str) -> None:

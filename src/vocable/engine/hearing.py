@@ -65,7 +65,7 @@ class Hearing:
         self._utterance: TurnMetrics | None = None  # the metrics of the utterance being heard
         self._pending_finals: deque[TurnMetrics] = deque()  # turns waiting for their final transcript
         self._speculation: TurnMetrics | None = None  # a turn transcribed early, awaiting its end of turn
-        self._gates: dict[str, asyncio.Event] = {}  # turn id -> opens when a speculative reply may be heard
+        self._releases: dict[str, asyncio.Event] = {}  # turn id -> opens when a speculative reply may be heard
 
     def start(self) -> None:
         self._stt.start(f"{self.session.id}-stt")
@@ -156,7 +156,7 @@ class Hearing:
         metrics.speech_end = self.listener.last_speech_at
         metrics.stamp("end_of_turn")
         self._utterance = None
-        if speculation is not None:  # the held reply may now be heard (its gate opens even before it starts)
+        if speculation is not None:  # the held reply may now be heard (its release opens even before it starts)
             self.release(metrics.turn_id)
             self.session.lifecycle.turn_ended(metrics.turn_id)
         else:
@@ -190,13 +190,13 @@ class Hearing:
         metrics.speech_end = self.listener.last_speech_at
         metrics.extra["speculative"] = True
         self._speculation = metrics
-        self._gates[metrics.turn_id] = asyncio.Event()
+        self._releases[metrics.turn_id] = asyncio.Event()
         self._pending_finals.append(metrics)
         await self._stt.push(FLUSH)
 
     def release(self, turn_id: str) -> None:
-        if (gate := self._gates.pop(turn_id, None)) is not None:
-            gate.set()
+        if (release := self._releases.pop(turn_id, None)) is not None:
+            release.set()
 
     async def abandon_speculation(self) -> None:
         """The user went on: the reply prepared for the words so far is dropped unheard."""
@@ -207,7 +207,7 @@ class Hearing:
             if held is None:
                 return
             metrics = held.metrics
-        self._gates.pop(metrics.turn_id, None)
+        self._releases.pop(metrics.turn_id, None)
         metrics.extra["abandoned"] = True
         if held is not None and held.id == metrics.turn_id:
             await replies.drop(held)
@@ -269,14 +269,14 @@ class Hearing:
                 words.carry(text, metrics.turn_id)
                 await session.emit(Transcript(text, False, metrics.turn_id, words.continues))
             return
-        gate = self._gates.get(metrics.turn_id)
-        held = gate is not None and not gate.is_set()
+        release = self._releases.get(metrics.turn_id)
+        held = release is not None and not release.is_set()
         if lifecycle.paused:  # the user's words (or their absence) decide an interrupted reply
             await session.apply(lifecycle.words(own) if held else lifecycle.user_turn_ended(own))
         if not own:
-            if gate is not None:  # nothing was said after all: the turn it would end is not a turn
+            if release is not None:  # nothing was said after all: the turn it would end is not a turn
                 self._speculation = None
-                self._gates.pop(metrics.turn_id, None)
+                self._releases.pop(metrics.turn_id, None)
                 self._utterance = self._new_turn()
                 return
             if not words.carried:
@@ -286,7 +286,7 @@ class Hearing:
         final = Transcript(text, True, metrics.turn_id, continues)
         if held:  # not final until the turn really ends
             await session.emit(Transcript(text, False, metrics.turn_id, continues))
-            await session.replies.begin(text, metrics, gate=gate, prelude=(final,))
+            await session.replies.begin(text, metrics, release=release, prelude=(final,))
             return
         await session.emit(final)
         await session.replies.begin(text, metrics)

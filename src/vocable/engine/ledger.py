@@ -8,10 +8,16 @@ a thread of its own so the event loop never waits on the file lock.
 
 Workers also publish a heartbeat here (their live sessions and their ``/metrics`` text), so that ``/health``,
 ``/sessions`` and ``/metrics`` on any worker describe the whole server.
+
+Several machines share a ``RedisLedger`` (``state.url``, ``engine/ledger_redis.py``) behind the same interface.
+A shared ledger also keeps each live session's conversation after every finished turn (``checkpoint``), held by
+the node serving it: once that node stops heartbeating (it died) the conversation may be taken by a reconnect to
+any other node, for ``resume_grace_s`` after its last heartbeat, as a parked one is.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -28,6 +34,11 @@ from vocable.providers.base import Message, ToolCall
 
 MAX_TRACKED_CLIENTS = 10000
 UNBOUND = ""  # a token claimed by a connection whose session does not exist yet
+ORPHAN_AFTER_S = 3.0  # a node whose last heartbeat is older has died: its sessions' conversations may be taken
+
+
+class StateUnavailable(RuntimeError):
+    """The shared state cannot be reached: admissions fail closed (the gate answers 503 ``state_unavailable``)."""
 
 
 class Ledger(Protocol):
@@ -54,7 +65,22 @@ class Ledger(Protocol):
         """Keep a dropped session's conversation until ``deadline`` (``time.time()``)."""
 
     async def take(self, session_id: str) -> list[Message] | None:
-        """The parked conversation of ``session_id``, removed; None if none or expired."""
+        """The parked conversation of ``session_id``, or the checkpoint of one whose node died less than its
+        grace ago, removed; None if none, expired, or still held by a live node (see ``holder``)."""
+
+    async def checkpoint(self, session_id: str, node: str, messages: list[Message], *, grace_s: float,
+                         keep_s: float, record: dict[str, Any] | None = None) -> None:
+        """A live session's conversation after a finished turn, held by ``node`` (kept at most ``keep_s``);
+        ``record``: that turn, for ``transcript`` on every node (a ledger without shared state ignores both)."""
+
+    async def holder(self, session_id: str) -> str | None:
+        """The live node whose checkpoint of ``session_id`` is not takeable yet; None if there is none."""
+
+    async def drop(self, session_id: str) -> None:
+        """The session ended for good (not resumable): forget its checkpoint."""
+
+    async def transcript(self, session_id: str) -> dict[str, Any] | None:
+        """The finished turns the shared state holds for ``session_id`` (``GET /sessions/{id}/transcript``)."""
 
     async def hit(self, client: str, per_minute: int) -> bool:
         """Count a new session from ``client``; False if it already had ``per_minute`` in the last minute."""
@@ -127,6 +153,19 @@ class LocalLedger:
             self._hits.popitem(last=False)
         return window.allow()
 
+    async def checkpoint(self, session_id: str, node: str, messages: list[Message], *, grace_s: float,
+                         keep_s: float, record: dict[str, Any] | None = None) -> None:
+        return None  # one process: if it dies, its sessions die with it
+
+    async def holder(self, session_id: str) -> str | None:
+        return None
+
+    async def drop(self, session_id: str) -> None:
+        return None
+
+    async def transcript(self, session_id: str) -> dict[str, Any] | None:
+        return None
+
     async def publish(self, worker: str, snapshot: dict[str, Any]) -> None:
         return None  # one process: nobody else to tell
 
@@ -144,7 +183,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, session_id TEXT NOT NULL, expires_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS tokens_by_expiry ON tokens(expires_at);
-CREATE TABLE IF NOT EXISTS parked (session_id TEXT PRIMARY KEY, messages TEXT NOT NULL, deadline REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS parked (session_id TEXT PRIMARY KEY, messages TEXT NOT NULL, deadline REAL NOT NULL,
+                                   node TEXT NOT NULL DEFAULT '', grace REAL NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS hits (client TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS hits_by_client ON hits(client, at);
 CREATE INDEX IF NOT EXISTS hits_by_time ON hits(at);
@@ -173,6 +213,7 @@ class SQLiteLedger:
         if not os.path.exists(path):
             raise FileNotFoundError(f"no shared ledger at {path}: the supervisor creates it before the workers start")
         self.path = path
+        self.orphan_after_s = ORPHAN_AFTER_S
         self._sql = SQLiteThread(self._connect, "vocable-ledger")
         self._run = self._sql.run
         self._conn = self._sql.conn
@@ -237,22 +278,59 @@ class SQLiteLedger:
     # ------------------------------------------------------------------------------ parked conversations
 
     async def park(self, session_id: str, messages: list[Message], deadline: float) -> None:
-        text = json.dumps([asdict(m) for m in messages])
+        await self._keep(session_id, messages, deadline, "", 0.0)
 
-        def park(db: sqlite3.Connection) -> None:
+    async def checkpoint(self, session_id: str, node: str, messages: list[Message], *, grace_s: float,
+                         keep_s: float, record: dict[str, Any] | None = None) -> None:
+        await self._keep(session_id, messages, time.time() + keep_s, node, grace_s)
+
+    async def _keep(self, session_id: str, messages: list[Message], deadline: float, node: str, grace: float) -> None:
+        text = dump_messages(messages)
+
+        def keep(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM parked WHERE deadline < ?", (time.time(),))
-            db.execute("INSERT OR REPLACE INTO parked VALUES (?, ?, ?)", (session_id, text, deadline))
-        await self._run(self._transaction, park)
+            db.execute("INSERT OR REPLACE INTO parked VALUES (?, ?, ?, ?, ?)", (session_id, text, deadline, node, grace))
+        await self._run(self._transaction, keep)
+
+    def _status(self, db: sqlite3.Connection, session_id: str) -> tuple[str, str | None]:
+        """("parked" | "orphaned", messages), ("live", node), or ("none", None) for expired or unknown."""
+        row = db.execute("SELECT messages, deadline, node, grace FROM parked WHERE session_id = ?",
+                         (session_id,)).fetchone()
+        now = time.time()
+        if row is None or row[1] < now:
+            return "none", None
+        if not row[2]:
+            return "parked", str(row[0])
+        beat = db.execute("SELECT at FROM workers WHERE id = ?", (row[2],)).fetchone()
+        if beat is not None and now - beat[0] < self.orphan_after_s:
+            return "live", str(row[2])
+        if beat is None or now - beat[0] > row[3] + self.orphan_after_s:
+            return "none", None  # its node died longer ago than the grace window (or never beat at all)
+        return "orphaned", str(row[0])
 
     async def take(self, session_id: str) -> list[Message] | None:
         def take(db: sqlite3.Connection) -> str | None:
-            row = db.execute("SELECT messages, deadline FROM parked WHERE session_id = ?", (session_id,)).fetchone()
-            if row is None:
+            status, value = self._status(db, session_id)
+            if status == "live":
                 return None
             db.execute("DELETE FROM parked WHERE session_id = ?", (session_id,))
-            return str(row[0]) if row[1] >= time.time() else None
+            return value if status != "none" else None
         text = await self._run(self._transaction, take)
-        return None if text is None else [_message(item) for item in json.loads(text)]
+        return None if text is None else load_messages(text)
+
+    async def holder(self, session_id: str) -> str | None:
+        def read() -> str | None:
+            status, value = self._status(self._conn(), session_id)
+            return value if status == "live" else None
+        return await self._run(read)
+
+    async def drop(self, session_id: str) -> None:
+        def drop(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM parked WHERE session_id = ?", (session_id,))
+        await self._run(self._transaction, drop)
+
+    async def transcript(self, session_id: str) -> dict[str, Any] | None:
+        return None  # one machine: storage.url is where transcripts are read
 
     # ------------------------------------------------------------------------------ rate limit
 
@@ -291,6 +369,30 @@ class SQLiteLedger:
         await self._sql.close()
 
 
+def dump_messages(messages: list[Message]) -> str:
+    return json.dumps([asdict(m) for m in messages])
+
+
+def load_messages(text: str | bytes) -> list[Message]:
+    return [_message(item) for item in json.loads(text)]
+
+
 def _message(item: dict[str, Any]) -> Message:
     calls = tuple(ToolCall(**call) for call in item.get("tool_calls") or ())
     return Message(item["role"], item["content"], item.get("tool_call_id"), calls, item.get("name"))
+
+
+async def take_waiting(ledger: Ledger, session_id: str, node: str | None) -> list[Message] | None:
+    """``ledger.take``, waiting for the conversation when another node still holds it: a node killed a moment
+    ago looks alive until its heartbeat lapses (``ORPHAN_AFTER_S``), and its client reconnects at once. A
+    session that is live here, or still live on its node after that, is not waited for again: None."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + getattr(ledger, "orphan_after_s", ORPHAN_AFTER_S) + 1.0
+    while True:
+        memory = await ledger.take(session_id)
+        if memory is not None or not ledger.shared:
+            return memory
+        holder = await ledger.holder(session_id)
+        if holder is None or holder == node or loop.time() >= deadline:
+            return None
+        await asyncio.sleep(0.2)

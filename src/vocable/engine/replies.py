@@ -81,20 +81,20 @@ class Replies:
 
     async def begin(
         self, user_text: str | None, metrics: TurnMetrics, *, fixed_text: str | None = None,
-        gate: asyncio.Event | None = None, prelude: tuple[Event, ...] = (),
+        release: asyncio.Event | None = None, prelude: tuple[Event, ...] = (),
     ) -> None:
         """Start the reply to ``user_text`` (or speak ``fixed_text``); the current one is replaced. With a
-        ``gate`` not yet open, it is held: prepared, but unheard until the gate opens."""
+        ``release`` not yet open, it is held: prepared, but unheard until the release opens."""
         session = self.session
-        await session.apply(session.lifecycle.started(metrics.turn_id, held=gate is not None and not gate.is_set()))
+        await session.apply(session.lifecycle.started(metrics.turn_id, held=release is not None and not release.is_set()))
         await self._cancel_current()
         turn = Turn(metrics.turn_id, user_text, metrics, started_at=time.time())
         self.turn = turn
-        if gate is None or gate.is_set():
+        if release is None or release.is_set():
             await session.set_state("thinking")
-        self.task = asyncio.create_task(self._run(turn, fixed_text, gate, prelude), name=f"{turn.id}-reply")
+        self.task = asyncio.create_task(self._run(turn, fixed_text, release, prelude), name=f"{turn.id}-reply")
 
-    async def _run(self, turn: Turn, fixed_text: str | None, gate: asyncio.Event | None,
+    async def _run(self, turn: Turn, fixed_text: str | None, release: asyncio.Event | None,
                    prelude: tuple[Event, ...]) -> None:
         session = self.session
         remaining = 0.0
@@ -104,7 +104,7 @@ class Replies:
                 if session.memory.pending:  # a call from an earlier reply is still running: its result comes first
                     await self.tools.settle()
                 messages = session.memory.context(turn.user_text)
-            remaining = await self._runner.run(turn, messages, fixed_text, gate, prelude)
+            remaining = await self._runner.run(turn, messages, fixed_text, release, prelude)
         except asyncio.CancelledError:
             raise
         except BaseException as group:

@@ -180,22 +180,22 @@ class ReplyRunner:
         self.pace = pace
         self.queue_chunks = queue_chunks
         self.log = log.bind(**log_context)
-        self.gate: asyncio.Event | None = None
+        self.release: asyncio.Event | None = None
         self._held: list[Event] = []
         self._emit_now = emit
 
     async def run(
         self, turn: Turn, messages: list[Message] | None, fixed_text: str | None = None,
-        gate: asyncio.Event | None = None, prelude: tuple[Event, ...] = (),
+        release: asyncio.Event | None = None, prelude: tuple[Event, ...] = (),
     ) -> float:
         """Produce the reply; return how many seconds of audio are still ahead of the listener.
 
-        With a ``gate`` (a speculative reply, started before the user's turn surely ended) everything is
-        prepared but nothing reaches the client until the gate opens; ``prelude`` goes out first then.
+        With a ``release`` (a speculative reply, started before the user's turn surely ended) everything is
+        prepared but nothing reaches the client until the release opens; ``prelude`` goes out first then.
         """
-        if gate is not None and not gate.is_set():
+        if release is not None and not release.is_set():
             runner = copy(self)
-            runner.gate = gate
+            runner.release = release
             runner._held = list(prelude)
             runner._emit_now = self.emit
             runner.emit = runner._held_emit
@@ -203,8 +203,8 @@ class ReplyRunner:
         return await self._run(turn, messages, fixed_text)
 
     async def _held_emit(self, event: Event) -> None:
-        """Events of a held reply wait for the gate, then go out in order ahead of anything newer."""
-        if self.gate is not None and not self.gate.is_set():
+        """Events of a held reply wait for the release, then go out in order ahead of anything newer."""
+        if self.release is not None and not self.release.is_set():
             self._held.append(event)
             return
         await self._flush_held()
@@ -264,8 +264,8 @@ class ReplyRunner:
                 metrics.llm_provider = served.name
                 if not calls:
                     break
-                if self.gate is not None:  # a speculative reply runs no tool before the user's turn ends
-                    await self.gate.wait()
+                if self.release is not None:  # a speculative reply runs no tool before the user's turn ends
+                    await self.release.wait()
                 messages = messages + [Message("assistant", turn.reply_text, tool_calls=tuple(calls))]
                 for call in calls:
                     await self.emit(ToolCallEvent(turn.id, call.id, call.name, call.arguments))
@@ -356,8 +356,8 @@ class ReplyRunner:
     # ---------------------------------------------------------------------------------------- player
 
     async def _play(self, turn: Turn, audio: Channel[AudioChunk | str | None], player: Player) -> None:
-        if self.gate is not None:
-            await self.gate.wait()
+        if self.release is not None:
+            await self.release.wait()
             await self._flush_held()
         emit, rate, metrics = self.emit, self.output_sample_rate, turn.metrics
         while True:

@@ -98,16 +98,21 @@ def snapshot(engine: Engine) -> dict[str, Any]:
         "relay": engine.heartbeat.relay_path,
         "sessions": [s.summary() for s in list(engine.sessions.values())],
         "metrics": metrics_text(engine),
+        **engine.node.status(),  # its server, readiness, drain and loop lag (``vocable status``)
     }
 
 
 async def others(engine: Engine) -> dict[str, dict[str, Any]]:
-    """The latest snapshots of the *other* live workers (empty when this is the only process)."""
+    """The latest snapshots of the *other* live workers of this server (empty when this is the only process).
+
+    Nodes of a cluster (``state.url``) share the ledger but are separate servers: each one's ``/health``,
+    ``/sessions`` and ``/metrics`` describe itself and its own workers; ``vocable status`` lists them all.
+    """
     if not engine.ledger.shared:
         return {}
     every = await engine.ledger.workers(STALE_AFTER_S)
     every.pop(engine.worker_id or "", None)
-    return every
+    return {w: snap for w, snap in every.items() if snap.get("server", engine.server_id) == engine.server_id}
 
 
 async def owner_of(engine: Engine, session_id: str) -> tuple[str, str | None] | None:

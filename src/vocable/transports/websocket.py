@@ -83,7 +83,8 @@ class Ending:
 
 def ending_for_session(session: Session) -> Ending:
     reason = session.close_reason or "closed"
-    return Ending(1001 if reason == "server_shutdown" else 1000, reason)
+    code = {"server_shutdown": 1001, "server_draining": 1012}.get(reason, 1000)  # 1012: reconnect (a restart)
+    return Ending(code, reason)
 
 
 class Connection:
@@ -463,7 +464,7 @@ class WebSocketTransport(Transport):
         log.info("ws_refused", reason=refused.code, status=refused.status)
         body = {"type": "error", "code": refused.code, "message": refused.reason, "fatal": True}
         try:
-            await ws.send_denial_response(JSONResponse(body, status_code=refused.status))
+            await ws.send_denial_response(JSONResponse(body, status_code=refused.status, headers=refused.headers))
         except RuntimeError:  # the server cannot send HTTP responses on a WebSocket route
             await ws.close(refused.close_code, refused.code)
 
