@@ -51,6 +51,7 @@ class Carrier:
     """The JSON one carrier speaks; ``CarrierCall`` asks it for every message it sends and reads."""
 
     name = "carrier"
+    echo_marks_on_clear = True
 
     def __init__(self, stream_id: str, call_id: str, parameters: dict[str, str], encoding: str = "mulaw") -> None:
         self.stream_id = stream_id
@@ -62,6 +63,10 @@ class Carrier:
     def next_seq(self) -> int:
         self.seq += 1
         return self.seq
+
+    def cleared(self) -> list[dict[str, Any]]:
+        """What the carrier says after a clear, beside echoing marks."""
+        return []
 
 
 class TwilioCarrier(Carrier):
@@ -109,6 +114,97 @@ class TwilioCarrier(Carrier):
         raise AssertionError(f"unexpected message from the server: {message}")
 
 
+class TelnyxCarrier(Carrier):
+    """Telnyx media streaming: snake_case fields, ``sequence_number`` on every message, PCMU or PCMA."""
+
+    name = "telnyx"
+
+    def connected(self) -> dict[str, Any]:
+        return {"event": "connected", "version": "1.0.0"}
+
+    def start(self) -> dict[str, Any]:
+        return {"event": "start", "sequence_number": str(self.next_seq()), "stream_id": self.stream_id, "start": {
+            "user_id": "u-1", "call_control_id": self.call_id, "call_session_id": "cs-1",
+            "from": self.parameters.get("From"), "to": self.parameters.get("To"), "tags": [],
+            "media_format": {"encoding": "PCMU" if self.encoding == "mulaw" else "PCMA", "sample_rate": 8000,
+                             "channels": 1}}}
+
+    def media(self, payload: bytes, chunk: int, timestamp_ms: int) -> dict[str, Any]:
+        return {"event": "media", "sequence_number": str(self.next_seq()), "stream_id": self.stream_id,
+                "media": {"track": "inbound", "chunk": str(chunk), "timestamp": str(timestamp_ms),
+                          "payload": base64.b64encode(payload).decode()}}
+
+    def dtmf(self, digit: str) -> dict[str, Any]:
+        return {"event": "dtmf", "sequence_number": str(self.next_seq()), "stream_id": self.stream_id,
+                "occurred_at": "2026-12-07T00:00:00Z", "dtmf": {"digit": digit}}
+
+    def mark(self, name: str) -> dict[str, Any]:
+        return {"event": "mark", "sequence_number": str(self.next_seq()), "stream_id": self.stream_id,
+                "mark": {"name": name}}
+
+    def stop(self) -> dict[str, Any]:
+        return {"event": "stop", "sequence_number": str(self.next_seq()), "stream_id": self.stream_id,
+                "stop": {"user_id": "u-1", "call_control_id": self.call_id}}
+
+    def outbound(self, message: dict[str, Any]) -> tuple[str, Any]:
+        event = message.get("event")
+        if event == "media":
+            assert set(message) == {"event", "media"} and set(message["media"]) == {"payload"}, message
+            return "media", base64.b64decode(message["media"]["payload"])
+        if event == "mark":
+            return "mark", message["mark"]["name"]
+        if event == "clear":
+            assert message == {"event": "clear"}, message
+            return "clear", None
+        raise AssertionError(f"unexpected message from the server: {message}")
+
+
+class PlivoCarrier(Carrier):
+    """Plivo Audio Streams: playAudio / checkpoint (echoed as playedStream) / clearAudio (clearedAudio)."""
+
+    name = "plivo"
+    echo_marks_on_clear = False
+
+    def start(self) -> dict[str, Any]:
+        return {"event": "start", "sequenceNumber": self.next_seq(), "start": {
+            "callId": self.call_id, "streamId": self.stream_id, "accountId": "MA-1", "tracks": ["inbound"],
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000}},
+            "extra_headers": ",".join(f"{k}={v}" for k, v in self.parameters.items())}
+
+    def media(self, payload: bytes, chunk: int, timestamp_ms: int) -> dict[str, Any]:
+        return {"event": "media", "sequenceNumber": self.next_seq(), "streamId": self.stream_id,
+                "media": {"track": "inbound", "timestamp": str(timestamp_ms), "chunk": chunk,
+                          "payload": base64.b64encode(payload).decode()}}
+
+    def dtmf(self, digit: str) -> dict[str, Any]:
+        return {"event": "dtmf", "sequenceNumber": self.next_seq(), "streamId": self.stream_id,
+                "dtmf": {"track": "inbound", "digit": digit, "timestamp": "0"}}
+
+    def mark(self, name: str) -> dict[str, Any]:
+        return {"event": "playedStream", "sequenceNumber": self.next_seq(), "streamId": self.stream_id,
+                "name": name}
+
+    def cleared(self) -> list[dict[str, Any]]:
+        return [{"event": "clearedAudio", "sequenceNumber": self.next_seq(), "streamId": self.stream_id}]
+
+    def stop(self) -> dict[str, Any]:
+        return {"event": "stop", "sequenceNumber": self.next_seq(), "streamId": self.stream_id}
+
+    def outbound(self, message: dict[str, Any]) -> tuple[str, Any]:
+        event = message.get("event")
+        if event == "playAudio":
+            media = message["media"]
+            assert media["contentType"] == "audio/x-mulaw" and media["sampleRate"] == 8000, message
+            return "media", base64.b64decode(media["payload"])
+        if event == "checkpoint":
+            assert message["streamId"] == self.stream_id and set(message) == {"event", "streamId", "name"}, message
+            return "mark", message["name"]
+        if event == "clearAudio":
+            assert message == {"event": "clearAudio", "streamId": self.stream_id}, message
+            return "clear", None
+        raise AssertionError(f"unexpected message from the server: {message}")
+
+
 @dataclass
 class CarrierCall:
     """One call from the carrier's side of the media stream."""
@@ -149,18 +245,32 @@ class CarrierCall:
             await self.send(c.connected())
         await self.send(c.start())
 
-    async def speak(self, pcm8k: bytes, *, realtime: bool = True) -> None:
-        """The caller's audio (PCM16 at 8 kHz) as 20 ms G.711 frames, at real time."""
+    async def speak(self, pcm8k: bytes, *, realtime: bool = True, swap_every: int = 0) -> None:
+        """The caller's audio (PCM16 at 8 kHz) as 20 ms G.711 frames, at real time. ``swap_every``: send
+        every n-th frame after the one that follows it (frames that overtake each other on the way)."""
         data = (ulaw if self.carrier.encoding == "mulaw" else alaw)(pcm8k)
         loop = asyncio.get_running_loop()
         t0 = loop.time()
+        held: dict[str, Any] | None = None
         for i in range(0, len(data) - FRAME + 1, FRAME):
             self._sent_frames += 1
-            await self.send(self.carrier.media(data[i : i + FRAME], self._sent_frames, self._sent_frames * 20))
+            message = self.carrier.media(data[i : i + FRAME], self._sent_frames, self._sent_frames * 20)
+            if swap_every and held is None and self._sent_frames % swap_every == 0:
+                held = message
+                continue
+            try:
+                await self.send(message)
+                if held is not None:
+                    await self.send(held)
+                    held = None
+            except websockets.ConnectionClosed:
+                return  # the call ended while the caller was talking
             if realtime:
                 delay = t0 + (i // FRAME + 1) * 0.02 - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
+        if held is not None:
+            await self.send(held)
 
     async def press(self, digit: str) -> None:
         await self.send(self.carrier.dtmf(digit))
@@ -187,11 +297,14 @@ class CarrierCall:
                     self._queue.append(("mark", value))
                 else:
                     self.clears.append(now)
-                    for item_kind, item in self._queue:  # a clear drops the audio and returns its marks
-                        if item_kind == "mark":
-                            self.echoed_on_clear.append((now, item))
-                            await self.send(self.carrier.mark(item))
+                    pending = [item for item_kind, item in self._queue if item_kind == "mark"]
                     self._queue.clear()
+                    if self.carrier.echo_marks_on_clear:  # Twilio (and Telnyx) return them on a clear
+                        for name in pending:
+                            self.echoed_on_clear.append((now, name))
+                            await self.send(self.carrier.mark(name))
+                    for message in self.carrier.cleared():
+                        await self.send(message)
         except websockets.ConnectionClosed:
             pass
         finally:

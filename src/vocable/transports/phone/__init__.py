@@ -12,6 +12,10 @@ __all__ = ["PhoneCall", "current_call", "mask_number"]
 
 @hookimpl
 def register_transports(register: Callable[[type], None]) -> None:
+    from vocable.transports.phone.plivo import PlivoTransport
+    from vocable.transports.phone.telnyx import TelnyxTransport
     from vocable.transports.phone.twilio import TwilioTransport
 
     register(TwilioTransport)
+    register(TelnyxTransport)
+    register(PlivoTransport)

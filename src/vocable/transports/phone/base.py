@@ -19,6 +19,7 @@ clears, DTMF, what was heard) together.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
@@ -423,6 +424,26 @@ class MediaStream:
         self.finish("end_call")
 
 
+async def rest_request(method: str, url: str, *, headers: dict[str, str] | None = None,
+                       json_body: Any = None, auth: tuple[str, str] | None = None, timeout_s: float = 10.0) -> Any:
+    """One call to a carrier's REST API (aiohttp, from the ``phone`` extra): its JSON answer, or RuntimeError
+    naming the status (never the credentials)."""
+    import aiohttp
+
+    headers = dict(headers or {})
+    if auth is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as client:
+        async with client.request(method, url, headers=headers, json=json_body) as response:
+            text = await response.text()
+            if response.status >= 400:
+                raise RuntimeError(f"{method} {urlsplit(url).path}: HTTP {response.status}")
+            try:
+                return json.loads(text) if text else {}
+            except ValueError:
+                return {}
+
+
 # ----------------------------------------------------------------------------------- the transport
 
 
@@ -431,6 +452,7 @@ class PhoneTransport(Transport):
 
     name: ClassVar[str]
     Settings: ClassVar[type[ProviderSettings]] = PhoneSettings
+    dialect_class: ClassVar[type[Dialect]]
     settings: PhoneSettings
 
     def __init__(self, engine: Any, settings: ProviderSettings | None = None) -> None:
@@ -443,8 +465,9 @@ class PhoneTransport(Transport):
 
     # ------------------------------------------------------------------------------- carrier specifics
 
-    @abstractmethod
-    def dialect(self) -> Dialect: ...
+    def dialect(self) -> Dialect:
+        """A fresh dialect for one stream (it keeps that stream's id)."""
+        return self.dialect_class()
 
     @abstractmethod
     def verify_webhook(self, request: Request, body: bytes, form: FormData) -> bool:

@@ -100,6 +100,7 @@ class Dialect(ABC):
 
     name: ClassVar[str]
     reorder: ClassVar[bool] = False  # inbound messages may arrive out of order (put them back by ``seq``)
+    stream_key: ClassVar[str] = "streamSid"  # the field naming the stream in inbound messages
 
     def __init__(self) -> None:
         self.stream_id = ""
@@ -110,6 +111,22 @@ class Dialect(ABC):
     @abstractmethod
     def parse(self, data: dict[str, Any]) -> Inbound:
         """One inbound message, or BadInput."""
+
+    def check_stream(self, data: dict[str, Any]) -> None:
+        """A message naming another stream than this one's is refused."""
+        sid = data.get(self.stream_key)
+        if self.stream_id and sid is not None and sid != self.stream_id:
+            raise BadInput("wrong_stream", f"{data.get('event')}: {self.stream_key} is not this stream's")
+
+    def other(self, event: Any, seq: int | None) -> Inbound:
+        """The events every carrier shares (``stop``, ``connected``), or BadInput naming an unknown one."""
+        if event == "stop":
+            return Inbound("stop", seq)
+        if event == "connected":
+            return Inbound("connected", seq)
+        if not isinstance(event, str):
+            raise BadInput("invalid_message", "a message needs a string 'event'")
+        raise BadInput("unknown_event", f"unknown event {event[:40]!r}")
 
     @abstractmethod
     def media(self, payload: bytes) -> str: ...

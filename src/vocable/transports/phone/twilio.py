@@ -66,16 +66,16 @@ class TwilioDialect(Dialect):
         event = data.get("event")
         seq = seq_of(data.get("sequenceNumber"))
         if event == "media":
-            self._check_stream(data)
+            self.check_stream(data)
             media = need(data, "media")
             if isinstance(media, dict) and media.get("track", "inbound") not in ("inbound", "inbound_track"):
                 return Inbound("ignored", seq)
             return Inbound("media", seq, payload=payload_of(data, "media", "payload"))
         if event == "mark":
-            self._check_stream(data)
+            self.check_stream(data)
             return Inbound("mark", seq, mark=need_str(data, "mark", "name"))
         if event == "dtmf":
-            self._check_stream(data)
+            self.check_stream(data)
             return Inbound("dtmf", seq, digit=need_str(data, "dtmf", "digit"))
         if event == "start":
             start = need(data, "start")
@@ -89,18 +89,8 @@ class TwilioDialect(Dialect):
             return Inbound("start", seq, start=StreamStart(
                 need_str(data, "start", "streamSid"), need_str(data, "start", "callSid"), "mulaw", 8000,
                 parameters, parameters.get("From"), parameters.get("To")))
-        if event == "stop":
-            return Inbound("stop", seq)
-        if event == "connected":
-            return Inbound("connected", seq)
-        if not isinstance(event, str):
-            raise BadInput("invalid_message", "a message needs a string 'event'")
-        raise BadInput("unknown_event", f"unknown event {event[:40]!r}")
+        return self.other(event, seq)
 
-    def _check_stream(self, data: dict[str, Any]) -> None:
-        sid = data.get("streamSid")
-        if self.stream_id and sid is not None and sid != self.stream_id:
-            raise BadInput("wrong_stream", f"{data.get('event')}: streamSid is not this stream's")
 
     def media(self, payload: bytes) -> str:
         from base64 import b64encode
@@ -117,10 +107,8 @@ class TwilioDialect(Dialect):
 class TwilioTransport(PhoneTransport):
     name: ClassVar[str] = "twilio"
     Settings: ClassVar[type[ProviderSettings]] = TwilioSettings
+    dialect_class = TwilioDialect
     settings: TwilioSettings
-
-    def dialect(self) -> Dialect:
-        return TwilioDialect()
 
     # ------------------------------------------------------------------------------- signatures
 
