@@ -229,6 +229,23 @@ class AudioChunk:
     text: str | None = None
 
 
+class WholeSamples:
+    """Cuts raw PCM16, as it arrives in network-sized pieces, at sample boundaries: an odd byte waits for the
+    next piece, so no ``AudioChunk`` ever splits a 16-bit sample."""
+
+    __slots__ = ("_carry",)
+
+    def __init__(self) -> None:
+        self._carry = b""
+
+    def take(self, data: bytes) -> bytes:
+        """The whole samples of what has arrived so far (possibly empty)."""
+        data = self._carry + data
+        usable = len(data) - len(data) % 2
+        self._carry = data[usable:]
+        return data[:usable]
+
+
 @dataclass(frozen=True, slots=True)
 class TTSCapabilities:
     sample_rate: int

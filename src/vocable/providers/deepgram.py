@@ -28,6 +28,7 @@ from vocable.providers.base import (
     STTCapabilities,
     TranscriptEvent,
     TTSCapabilities,
+    WholeSamples,
 )
 from vocable.engine.retry import RetryPolicy
 from vocable.providers.deepgram_live import LiveOptions, LiveTranscription
@@ -240,14 +241,11 @@ class DeepgramTTS(TTS):
             sample_rate=s.sample_rate,
             request_options={"max_retries": 0, "timeout_in_seconds": s.request_timeout_s},
         )
-        carry = b""
+        samples = WholeSamples()
         try:
             async for data in stream:
-                data = carry + data
-                usable = len(data) - (len(data) % 2)  # never split a 16-bit sample across chunks
-                carry = data[usable:]
-                if usable:
-                    yield AudioChunk(data[:usable], s.sample_rate)
+                if pcm := samples.take(data):
+                    yield AudioChunk(pcm, s.sample_rate)
         finally:
             with contextlib.suppress(Exception):
                 await stream.aclose()

@@ -26,7 +26,7 @@ import structlog
 from pydantic import Field
 
 from vocable.plugins.hookspecs import hookimpl
-from vocable.providers.base import TTS, AudioChunk, Requirement, TTSCapabilities
+from vocable.providers.base import TTS, AudioChunk, Requirement, TTSCapabilities, WholeSamples
 from vocable.providers.errors import ProviderTimeout
 from vocable.providers.hosted import HostedSettings
 from vocable.redaction import redact_url
@@ -192,14 +192,11 @@ class ElevenLabsTTS(TTS):
 
             kwargs["voice_settings"] = VoiceSettings(**voice)
         stream = client.text_to_speech.stream(s.voice_id, **kwargs)
-        carry = b""
+        samples = WholeSamples()
         try:
             async for data in stream:
-                data = carry + data
-                usable = len(data) - (len(data) % 2)
-                carry = data[usable:]
-                if usable:
-                    yield AudioChunk(data[:usable], rate)
+                if pcm := samples.take(data):
+                    yield AudioChunk(pcm, rate)
         finally:
             with contextlib.suppress(Exception):
                 await stream.aclose()
@@ -264,7 +261,7 @@ class ElevenLabsTTS(TTS):
             await ws.send(json.dumps(self._init_message()))
             eos_at: list[float] = []  # set once the closing {"text": ""} has gone out
             sender = asyncio.create_task(self._send_text(ws, feed, eos_at), name="elevenlabs-text-sender")
-            carry = b""
+            samples = WholeSamples()
             last_heard = time.monotonic()
             try:
                 while True:
@@ -291,11 +288,8 @@ class ElevenLabsTTS(TTS):
                         detail = str(message.get("message") or message.get("error"))
                         raise close_error(code, detail, provider=self.name, secrets=s.secrets())
                     if message.get("audio"):
-                        data = carry + base64.b64decode(message["audio"])
-                        usable = len(data) - (len(data) % 2)
-                        carry = data[usable:]
-                        if usable:
-                            yield AudioChunk(data[:usable], rate, _spoken_text(message))
+                        if pcm := samples.take(base64.b64decode(message["audio"])):
+                            yield AudioChunk(pcm, rate, _spoken_text(message))
                     if message.get("isFinal"):
                         return
             finally:

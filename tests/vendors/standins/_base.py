@@ -25,7 +25,7 @@ import logging
 import socket
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar, Self
 
 import uvicorn
@@ -121,6 +121,20 @@ class Standin:
     async def pause(self) -> None:
         """The delay between pieces in ``slow`` mode."""
         await asyncio.sleep(self.slow_delay_s)
+
+    async def pcm_body(self, pcm: bytes, step: int, mode: str) -> AsyncIterator[bytes]:
+        """An audio response body in ``step``-byte pieces: ``drop`` cuts it halfway, ``slow`` spaces them.
+        ``counters["audio_chunks_sent"]`` counts the pieces that went out."""
+        chunks = [pcm[i : i + step] for i in range(0, len(pcm), step)]
+        for i, chunk in enumerate(chunks):
+            if mode == "drop" and i >= max(1, len(chunks) // 2):
+                self.counters["drops"] += 1
+                raise Drop(f"{self.name} stand-in drops the audio stream")
+            if mode == "slow":
+                await self.pause()
+            yield chunk
+            self.counters["audio_chunks_sent"] += 1
+            await asyncio.sleep(0)
 
     # --------------------------------------------------------------------------------------------- app
 

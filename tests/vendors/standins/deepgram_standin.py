@@ -27,7 +27,6 @@ import asyncio
 import json
 import math
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -334,19 +333,8 @@ class DeepgramStandin(Standin):
         rate = int(q.get("sample_rate", "24000"))
         pcm = tone_pcm(len(text) * self.ms_per_char / 1000, rate)
         return StreamingResponse(
-            self._speak_body(pcm, rate, mode),
+            self.pcm_body(pcm, int(rate * self.chunk_ms / 1000) * 2, mode),
             media_type="application/octet-stream",
             headers={"dg-request-id": str(uuid.uuid4()), "dg-model-name": q.get("model", "")},
         )
 
-    async def _speak_body(self, pcm: bytes, rate: int, mode: str) -> AsyncIterator[bytes]:
-        step = int(rate * self.chunk_ms / 1000) * 2
-        chunks = [pcm[i : i + step] for i in range(0, len(pcm), step)]
-        for i, chunk in enumerate(chunks):
-            if mode == "drop" and i >= max(1, len(chunks) // 2):
-                self.counters["drops"] += 1
-                raise Drop("deepgram stand-in drops the audio stream")
-            if mode == "slow":
-                await self.pause()
-            yield chunk
-            await asyncio.sleep(0)

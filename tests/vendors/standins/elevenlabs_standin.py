@@ -24,7 +24,6 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
@@ -112,20 +111,10 @@ class ElevenLabsStandin(Standin):
             return _error(400, "unsupported_output_format", "this stand-in produces pcm_* formats only")
         pcm = tone_pcm(len(body["text"]) * self.ms_per_char / 1000, rate, freq=330.0)
         return StreamingResponse(
-            self._http_body(pcm, rate, mode), media_type="audio/pcm", headers={"request-id": f"req-{time.time_ns()}"}
+            self.pcm_body(pcm, int(rate * self.chunk_ms / 1000) * 2, mode),
+            media_type="audio/pcm",
+            headers={"request-id": f"req-{time.time_ns()}"},
         )
-
-    async def _http_body(self, pcm: bytes, rate: int, mode: str) -> AsyncIterator[bytes]:
-        step = int(rate * self.chunk_ms / 1000) * 2
-        chunks = [pcm[i : i + step] for i in range(0, len(pcm), step)]
-        for i, chunk in enumerate(chunks):
-            if mode == "drop" and i >= max(1, len(chunks) // 2):
-                self.counters["drops"] += 1
-                raise Drop("elevenlabs stand-in drops the audio stream")
-            if mode == "slow":
-                await self.pause()
-            yield chunk
-            await asyncio.sleep(0)
 
     # ------------------------------------------------------------------------------------- websocket
 
