@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from standins import DeepgramStandin, ElevenLabsStandin, GroqStandin
+from standins import DeepgramStandin, ElevenLabsStandin, GroqStandin, OpenAIStandin
 from vendor_support import API_KEY
 
 
@@ -26,6 +26,12 @@ async def groq() -> AsyncIterator[GroqStandin]:
 @pytest.fixture
 async def elevenlabs() -> AsyncIterator[ElevenLabsStandin]:
     async with ElevenLabsStandin(api_key=API_KEY) as standin:
+        yield standin
+
+
+@pytest.fixture
+async def openai_standin() -> AsyncIterator[OpenAIStandin]:
+    async with OpenAIStandin(api_key=API_KEY) as standin:
         yield standin
 
 

@@ -41,6 +41,7 @@ FIRST_PARTY_EXTRAS: dict[str, str] = {
     "espeak": "apt-get install espeak-ng",
     "deepgram": "pip install 'vocable[deepgram]'",
     "groq": "pip install 'vocable[groq]'",
+    "openai": "pip install 'vocable[openai]'",
     "elevenlabs": "pip install 'vocable[elevenlabs]'",
     "webrtc": "pip install 'vocable[webrtc]'",
     "twilio": "pip install 'vocable[phone]'",

@@ -1,4 +1,4 @@
-"""``python -m tests.vendors.standins {deepgram|groq|elevenlabs} [--port P] [--api-key K] [--mode M]``."""
+"""``python -m tests.vendors.standins {deepgram|groq|elevenlabs|openai} [--port P] [--api-key K] [--mode M]``."""
 
 from __future__ import annotations
 
