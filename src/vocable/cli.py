@@ -1,4 +1,4 @@
-"""The ``vocable`` command: serve, check, plugins, schema, talk."""
+"""The ``vocable`` command: serve, check, plugins, schema, talk, status."""
 
 from __future__ import annotations
 
@@ -119,6 +119,23 @@ def cmd_talk(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from vocable.engine.cluster import cluster_status, format_status
+    from vocable.engine.ledger import StateUnavailable
+
+    config = load_config(args.config)
+    if not config.state.url:
+        print("vocable status: no shared state in this config (state.url): nothing to list", file=sys.stderr)
+        return 2
+    try:
+        nodes = asyncio.run(cluster_status(config.state))
+    except StateUnavailable as exc:
+        print(f"vocable status: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(nodes, indent=2) if args.json else format_status(nodes))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vocable", description="Real-time voice agents: STT -> LLM -> TTS.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_argument("--turns", action="store_true",
                       help="let pauses in the file end turns, as live; each turn is answered in full")
     talk.set_defaults(func=cmd_talk)
+    status = sub.add_parser("status", help="the cluster's nodes, their sessions and readiness (from state.url)")
+    status.add_argument("-c", "--config")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
     return parser
 
 

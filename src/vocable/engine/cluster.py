@@ -56,6 +56,35 @@ def open_ledger(state: StateConfig) -> Ledger | None:
                        timeout_s=state.timeout_s, transcript_ttl_s=state.transcript_ttl_s)
 
 
+async def cluster_status(state: StateConfig) -> list[dict[str, Any]]:
+    """Every node heard from lately, from the shared state: its readiness, sessions and loop lag."""
+    from vocable.engine.workers import STALE_AFTER_S
+
+    ledger = open_ledger(state)
+    assert ledger is not None
+    try:
+        snapshots = await ledger.workers(STALE_AFTER_S)
+    finally:
+        await ledger.aclose()
+    return [{"node": node, "server": snap.get("server", node), "host": snap.get("host"), "pid": snap.get("pid"),
+             "ready": snap.get("ready", False) and snap.get("accepting", True), "not_ready": snap.get("not_ready"),
+             "draining": snap.get("draining", False), "sessions": len(snap.get("sessions", [])),
+             "max_sessions": snap.get("max_sessions"), "lag_ms": snap.get("lag_ms")}
+            for node, snap in sorted(snapshots.items())]
+
+
+def format_status(nodes: list[dict[str, Any]]) -> str:
+    """``vocable status``'s table: one line a node, then the totals."""
+    lines = [f"{'node':<32} {'server':<32} {'state':<10} {'sessions':>9} {'lag ms':>7}"]
+    for n in nodes:
+        state = "ready" if n["ready"] else (n["not_ready"] or "not ready")
+        lines.append(f"{n['node']:<32} {n['server']:<32} {state:<10} "
+                     f"{n['sessions']:>4}/{n['max_sessions'] or '?':<4} {n['lag_ms'] if n['lag_ms'] is not None else '-':>7}")
+    ready = sum(1 for n in nodes if n["ready"])
+    lines.append(f"{len(nodes)} nodes, {ready} ready, {sum(n['sessions'] for n in nodes)} sessions")
+    return "\n".join(lines)
+
+
 def node_name() -> str:
     """This process's name among the nodes of a cluster: host and pid (unique while it lives)."""
     return f"{socket.gethostname()}-{os.getpid()}"
