@@ -12,7 +12,7 @@ from xml.etree import ElementTree
 
 import httpx
 
-from standins import CarrierCall, TwilioCarrier
+from phone_standins import CarrierCall, TwilioCarrier
 from twilio.request_validator import RequestValidator
 
 from vocable import Engine
@@ -161,7 +161,7 @@ def stream_url_of(xml: str) -> str:
 async def carrier_call(server: Any, carrier: str, *, encoding: str = "mulaw",
                        parameters: dict[str, str] | None = None):
     """Ring the server as ``carrier`` does: the signed webhook, then the stream its answer names."""
-    from standins import PlivoCarrier, TelnyxCarrier
+    from phone_standins import PlivoCarrier, TelnyxCarrier
 
     if carrier == "twilio":
         async with twilio_call(server, parameters=parameters) as call:

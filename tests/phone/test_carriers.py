@@ -27,7 +27,7 @@ from phonekit import (
     stream_url_of,
     wait_for,
 )
-from standins import CarrierCall, RestStandIn
+from phone_standins import CarrierCall, RestStandIn
 from wskit import live_server
 
 from vocable.testing.speech import rms

@@ -12,7 +12,7 @@ import httpx
 import structlog
 import structlog.testing
 from phonekit import AUTH_TOKEN, PLUGINS, Recorder, phone_config, phone_engine, spoken, twilio_call, wait_for
-from standins import RestStandIn
+from phone_standins import RestStandIn
 from wskit import live_server
 
 from vocable import Engine
