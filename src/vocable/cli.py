@@ -136,6 +136,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from vocable.recording.format import read
+    from vocable.recording.replay import replay, report
+
+    try:
+        recording = read(args.file)
+        config = load_config(args.config).model_dump() if args.config or args.providers == "live" else None
+        comparison = replay(recording, config, args.providers)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"vocable replay: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(report(comparison, args.providers)))
+    return 1 if comparison.differs else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vocable", description="Real-time voice agents: STT -> LLM -> TTS.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -160,6 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_argument("--turns", action="store_true",
                       help="let pauses in the file end turns, as live; each turn is answered in full")
     talk.set_defaults(func=cmd_talk)
+    replay = sub.add_parser("replay", help="run a recording (storage.record) again; exit 1 if anything differs")
+    replay.add_argument("file")
+    replay.add_argument("-c", "--config", help="the config to replay with (default: the recorded one)")
+    replay.add_argument("--providers", choices=("recorded", "live"), default="recorded",
+                        help="recorded: the providers answer from the recording, on a virtual clock (default); "
+                             "live: the config's providers, in real time")
+    replay.set_defaults(func=cmd_replay)
     status = sub.add_parser("status", help="the cluster's nodes, their sessions and readiness (from state.url)")
     status.add_argument("-c", "--config")
     status.add_argument("--json", action="store_true")

@@ -18,8 +18,6 @@ from otlp_collector import Collector, Span, tree
 
 from vocable import Engine
 from vocable.engine.events import AudioOut, MetricsEvent, Ready, ToolResultEvent
-from vocable.plugins.hookspecs import hookimpl
-from vocable.testing.fakes import ScriptedLLM
 from vocable.testing.scripted import SCRIPTED_PLUGINS, feed, scripted_config, utterance
 from vocable.tracing import Tracing
 
@@ -47,15 +45,14 @@ def shut_down_exporters() -> Iterator[None]:
         tracing_of(ENGINES.pop()).shutdown()
 
 
-def traced_engine(collector: Collector, sections: dict[str, Any] | None = None, *, plugins: tuple[Any, ...] = (),
-                  **pipeline: Any) -> Engine:
+def traced_engine(collector: Collector, sections: dict[str, Any] | None = None, **pipeline: Any) -> Engine:
     """An engine on the scripted fakes exporting to ``collector``; ``sections`` are merged into the config
     (``tracing`` into the tracing section)."""
     config = scripted_config(**pipeline)
     sections = dict(sections or {})
     config["tracing"] = {"endpoint": collector.endpoint, **sections.pop("tracing", {})}
     config.update(sections)
-    engine = Engine.from_dict(config, autoload=False, plugins=[*SCRIPTED_PLUGINS, *plugins])
+    engine = Engine.from_dict(config, autoload=False, plugins=SCRIPTED_PLUGINS)
     ENGINES.append(engine)
     return engine
 
@@ -197,25 +194,15 @@ async def test_an_interrupted_turn_and_a_tool_that_outlives_it(collector: Collec
     assert tool.end_ns > turn.end_ns  # it ran on after the turn
 
 
-class FlakyLLM(ScriptedLLM):
-    name = "flaky"
-
-
-class FlakyPlugin:
-    @hookimpl
-    def register_providers(self, register: Any) -> None:
-        register(FlakyLLM)
-
-
 async def test_fallback_and_breaker_state(collector: Collector) -> None:
-    engine = traced_engine(collector, plugins=(FlakyPlugin(),), llm=[
-        {"provider": "flaky", "fail": "raise", "breaker": {"failures": 1, "cooldown_s": 60}},
+    engine = traced_engine(collector, llm=[
+        {"provider": "scripted_other", "fail": "raise", "breaker": {"failures": 1, "cooldown_s": 60}},
         {"provider": "scripted", "reply": "Backup answers."},
     ])
     spans = await typed_turn(engine, collector, "hello")
     turn, llm = only(spans, "turn"), only(spans, "llm")
     assert turn.attributes["vocable.llm.provider"] == "scripted" and turn.attributes["vocable.llm.fallback"] is True
-    assert turn.attributes["vocable.breaker.llm.flaky"] == "open"
+    assert turn.attributes["vocable.breaker.llm.scripted_other"] == "open"
     assert turn.attributes["vocable.breaker.llm.scripted"] == "closed"
     assert llm.attributes["gen_ai.provider.name"] == "scripted"
 

@@ -8,7 +8,7 @@ provider's ``Settings`` model. So a typo anywhere is an error that names its pat
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -194,6 +194,11 @@ class StorageConfig(Section):
         description="where finished turns are written: sqlite:///vocable.db or "
         "postgresql://user:password@host:5432/db (pip install 'vocable[postgres]'); null: nowhere",
     )
+    record: Literal["audio", "events"] | None = Field(
+        default=None, description="keep a recording of every session (docs/recording.md): audio = the inbound audio "
+        "too, events = without it; null: none")
+    recordings: str = Field(default="vocable-recordings", min_length=1,
+                            description="the folder of the recordings, one file per session")
 
     @field_validator("url")
     @classmethod

@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from vocable.engine.gate import Refused, state_refused
+from vocable.engine.gate import Refused, check_session_id, state_refused
 from vocable.engine.ledger import StateUnavailable
 from vocable.engine.workers import merge_expositions, metrics_text, others
+from vocable.recording.format import recording_path
 
 if TYPE_CHECKING:
     from vocable.engine.engine import Engine
@@ -140,6 +141,20 @@ def build_app(engine: Engine) -> Starlette:
             return JSONResponse({"error": f"no session {session_id}"}, status_code=404)
         return JSONResponse(data)
 
+    async def recording(request: Request) -> Response:
+        """A session's recording (``storage.record``, docs/recording.md): the API key when auth is on."""
+        session_id = request.path_params["session_id"]
+        try:
+            check_session_id(session_id)
+        except Refused as refused:
+            return refusal(refused)
+        path = recording_path(engine.config.storage.recordings, session_id)
+        if not path.is_file():
+            missing = f"no recording of {session_id}" if engine.config.storage.record else \
+                "recording is off: set storage.record in the config"
+            return JSONResponse({"error": missing}, status_code=404)
+        return FileResponse(path, media_type="application/x-ndjson")
+
     async def issue_token(request: Request) -> Response:
         try:
             await engine.gate.check_rate(request.client.host if request.client else None)
@@ -186,6 +201,7 @@ def build_app(engine: Engine) -> Starlette:
         Route("/session/dashboard-token", dashboard_token, methods=["POST"]),
         Route("/sessions", operator_only(sessions)),
         Route("/sessions/{session_id}/transcript", transcript),
+        Route("/sessions/{session_id}/recording", operator_only(recording)),
         Route("/config", operator_only(config)),
         Route("/client-config", client_config),
         Route("/metrics", operator_only(metrics, metrics=True)),

@@ -88,6 +88,10 @@ class Engine:
             from vocable.tracing import Tracing
 
             self.host.add(Tracing(self), name="vocable.tracing")
+        if config.storage.record is not None:  # a file per session (docs/recording.md), an observer too
+            from vocable.recording.recorder import Recorder
+
+            self.host.add(Recorder(self), name="vocable.recording")
         self.gate = Gate(config.server, ledger if ledger is not None else open_ledger(config.state))
         self.ledger = self.gate.ledger
         self.worker_id = worker_id if worker_id is not None or not self.ledger.shared else node_name()

@@ -198,6 +198,13 @@ class ScriptedLLM(LLM):
             self.counters.closed += 1
 
 
+class OtherScriptedLLM(ScriptedLLM):
+    """The scripted LLM under another name (``provider: scripted_other``), for a fallback chain whose providers
+    must be told apart by name (metrics, breakers, traces)."""
+
+    name = "scripted_other"
+
+
 # --------------------------------------------------------------------------------------------- TTS
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from vocable.plugins.hookspecs import hookimpl
-from vocable.testing.fakes import ScriptedLLM, ScriptedSTT, ScriptedTTS
+from vocable.testing.fakes import OtherScriptedLLM, ScriptedLLM, ScriptedSTT, ScriptedTTS
 
 
 @hookimpl
 def register_providers(register: Callable[[type], None]) -> None:
     register(ScriptedSTT)
     register(ScriptedLLM)
+    register(OtherScriptedLLM)
     register(ScriptedTTS)
