@@ -287,7 +287,7 @@ async def test_speculative_reply_is_held_until_the_end_of_turn():
         while len(conv.session.events):
             early.append(await conv.session.events.get())
         assert not any(isinstance(e, (Reply, AudioOut)) for e in early), early
-        assert conv.session.replies.turn is not None, "the reply should be prepared during the pause"
+        assert conv.session.replies.current is not None, "the reply should be prepared during the pause"
         await feed(conv, silence(400), realtime=True)
         events = await conv.collect_turn()
     reply = "".join(e.text for e in events if isinstance(e, Reply))

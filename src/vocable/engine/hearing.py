@@ -202,7 +202,7 @@ class Hearing:
         """The user went on: the reply prepared for the words so far is dropped unheard."""
         metrics, self._speculation = self._speculation, None
         replies = self.session.replies
-        held = replies.turn if replies.active else None
+        held = replies.current if replies.active else None
         if metrics is None:  # its turn had ended already; only the held reply is left
             if held is None:
                 return

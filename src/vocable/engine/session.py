@@ -31,7 +31,7 @@ from vocable.engine.rate import SlidingWindow
 from vocable.engine.records import TurnRecord, new_id
 from vocable.engine.replies import Replies
 from vocable.engine.tools import ToolSpec
-from vocable.engine.turn import Segment
+from vocable.engine.reply import Segment
 
 if TYPE_CHECKING:
     from vocable.engine.engine import Engine
@@ -216,7 +216,7 @@ class Session:
         """Stop the current reply now: cancel LLM and TTS, drop queued audio, tell the client."""
         decisions = self.lifecycle.interrupt("client" if reason == "client" else "new_turn")
         if not decisions and self.replies.active:  # only its audible tail was left
-            turn = self.replies.turn
+            turn = self.replies.current
             decisions = [Decision("cancel", turn.id if turn else "", "client")]
         await self.apply(decisions)
         return bool(decisions)

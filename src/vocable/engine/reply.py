@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from vocable.config.model import OutputConfig
     from vocable.engine.runtime import Runtime
 
-log = structlog.get_logger("vocable.turn")
+log = structlog.get_logger("vocable.reply")
 
 MAX_TOOL_ROUNDS = 4
 LLM_STALL_S = 20.0
@@ -49,8 +49,12 @@ class Segment:
 
 
 @dataclass(slots=True)
-class Turn:
-    id: str
+class AgentReply:
+    """The agent's reply to one user turn, as it is produced and played: its text, which audio each piece of
+    text became, how much audio went out, and whether its output is paused. (The user's side of the exchange
+    is a turn: ``turn_id``, ``TurnMetrics``, ``TurnRecord``; the end-of-turn detector decides when it ends.)"""
+
+    id: str  # the turn's id: one reply per user turn
     user_text: str | None
     metrics: TurnMetrics
     reply_text: str = ""
@@ -154,7 +158,7 @@ class Player:
 
 
 class ReplyRunner:
-    """Runs one turn's reply; owned by a Session, which gives it ways to emit events and change state."""
+    """Produces one reply; owned by a session's ``Replies``, which gives it ways to emit events."""
 
     def __init__(
         self,
@@ -185,7 +189,7 @@ class ReplyRunner:
         self._emit_now = emit
 
     async def run(
-        self, turn: Turn, messages: list[Message] | None, fixed_text: str | None = None,
+        self, reply: AgentReply, messages: list[Message] | None, fixed_text: str | None = None,
         release: asyncio.Event | None = None, prelude: tuple[Event, ...] = (),
     ) -> float:
         """Produce the reply; return how many seconds of audio are still ahead of the listener.
@@ -199,8 +203,8 @@ class ReplyRunner:
             runner._held = list(prelude)
             runner._emit_now = self.emit
             runner.emit = runner._held_emit
-            return await runner._run(turn, messages, fixed_text)
-        return await self._run(turn, messages, fixed_text)
+            return await runner._run(reply, messages, fixed_text)
+        return await self._run(reply, messages, fixed_text)
 
     async def _held_emit(self, event: Event) -> None:
         """Events of a held reply wait for the release, then go out in order ahead of anything newer."""
@@ -214,29 +218,29 @@ class ReplyRunner:
         while self._held:
             await self._emit_now(self._held.pop(0))
 
-    async def _run(self, turn: Turn, messages: list[Message] | None, fixed_text: str | None) -> float:
+    async def _run(self, reply: AgentReply, messages: list[Message] | None, fixed_text: str | None) -> float:
         feed = TextFeed()
         audio: Channel[AudioChunk | str | None] = Channel(self.queue_chunks)
         player = Player(self.output, self.output_sample_rate, self.pace)
         async with asyncio.TaskGroup() as group:
             if fixed_text is None:
                 assert messages is not None
-                group.create_task(self._pump_llm(turn, messages, feed))
+                group.create_task(self._pump_llm(reply, messages, feed))
             else:
                 feed.push(fixed_text)
                 feed.close()
-                turn.reply_text = fixed_text
-                turn.metrics.stamp("llm_request")
-                turn.metrics.stamp("llm_first_token")
-            group.create_task(self._pump_tts(turn, feed, audio))
+                reply.reply_text = fixed_text
+                reply.metrics.stamp("llm_request")
+                reply.metrics.stamp("llm_first_token")
+            group.create_task(self._pump_tts(reply, feed, audio))
             # the player is a task of its own, so each frame's wake-up resumes only its short chain
-            group.create_task(self._play(turn, audio, player))
+            group.create_task(self._play(reply, audio, player))
         return player.remaining_s()
 
     # ------------------------------------------------------------------------------------------- LLM
 
-    async def _pump_llm(self, turn: Turn, messages: list[Message], feed: TextFeed) -> None:
-        metrics = turn.metrics
+    async def _pump_llm(self, reply: AgentReply, messages: list[Message], feed: TextFeed) -> None:
+        metrics = reply.metrics
         tools = [spec.tool for spec in self.tools.specs.values()]
         served = ServedBy()
         try:
@@ -245,7 +249,7 @@ class ReplyRunner:
                 calls: list[ToolCall] = []
                 stream = fallback_stream(
                     "llm", self.runtime.llm, lambda p: p.stream(messages, tools=tools),
-                    served=served, stall_timeout_s=LLM_STALL_S, turn_id=turn.id,
+                    served=served, stall_timeout_s=LLM_STALL_S, turn_id=reply.id,
                 )
                 async with aclosing(stream):
                     async for chunk in stream:
@@ -253,9 +257,9 @@ class ReplyRunner:
                             if not chunk.text:
                                 continue
                             metrics.stamp("llm_first_token")
-                            turn.reply_text += chunk.text
+                            reply.reply_text += chunk.text
                             feed.push(chunk.text)
-                            await self.emit(Reply(chunk.text, False, turn.id))
+                            await self.emit(Reply(chunk.text, False, reply.id))
                         elif isinstance(chunk, ToolCall):
                             calls.append(chunk)
                         elif isinstance(chunk, Usage):
@@ -266,17 +270,17 @@ class ReplyRunner:
                     break
                 if self.release is not None:  # a speculative reply runs no tool before the user's turn ends
                     await self.release.wait()
-                messages = messages + [Message("assistant", turn.reply_text, tool_calls=tuple(calls))]
+                messages = messages + [Message("assistant", reply.reply_text, tool_calls=tuple(calls))]
                 for call in calls:
-                    await self.emit(ToolCallEvent(turn.id, call.id, call.name, call.arguments))
-                turn.tool_calls.extend(calls)
-                outcomes = await self._await_tools(turn, [self.tools.start(turn.id, call) for call in calls], feed)
+                    await self.emit(ToolCallEvent(reply.id, call.id, call.name, call.arguments))
+                reply.tool_calls.extend(calls)
+                outcomes = await self._await_tools(reply, [self.tools.start(reply.id, call) for call in calls], feed)
                 messages.extend(Message("tool", o.content, tool_call_id=o.call.id, name=o.call.name) for o in outcomes)
-            await self.emit(Reply("", True, turn.id))
+            await self.emit(Reply("", True, reply.id))
         finally:
             feed.close()
 
-    async def _await_tools(self, turn: Turn, running: list[asyncio.Task[ToolOutcome]], feed: TextFeed
+    async def _await_tools(self, reply: AgentReply, running: list[asyncio.Task[ToolOutcome]], feed: TextFeed
                            ) -> list[ToolOutcome]:
         """The calls' outcomes, speaking a filler phrase if they take long. Shielded: cancelling the reply
         (an interruption) does not cancel the calls; ``ToolCalls`` decides that per tool."""
@@ -285,22 +289,22 @@ class ReplyRunner:
         if after > 0:
             done, _ = await asyncio.wait({together}, timeout=after)
             if not done and (phrase := self.fillers.next()):
-                turn.reply_text += phrase + " "
+                reply.reply_text += phrase + " "
                 feed.push(phrase + " ")
-                await self.emit(Reply(phrase + " ", False, turn.id))
+                await self.emit(Reply(phrase + " ", False, reply.id))
         return list(await together)
 
     # ------------------------------------------------------------------------------------------- TTS
 
-    async def _pump_tts(self, turn: Turn, feed: TextFeed, audio: Channel[AudioChunk | str | None]) -> None:
+    async def _pump_tts(self, reply: AgentReply, feed: TextFeed, audio: Channel[AudioChunk | str | None]) -> None:
         chain = self.runtime.tts
-        metrics = turn.metrics
+        metrics = reply.metrics
         try:
             if chain and chain[0].provider.capabilities.streaming_input:
                 served = ServedBy()
                 stream = fallback_stream(
                     "tts", chain, lambda p: p.speak(feed.read()),
-                    served=served, stall_timeout_s=TTS_STALL_S, turn_id=turn.id,
+                    served=served, stall_timeout_s=TTS_STALL_S, turn_id=reply.id,
                 )
                 async with aclosing(stream):
                     async for chunk in stream:
@@ -317,13 +321,13 @@ class ReplyRunner:
             buffer = ""
             async for piece in feed.read():
                 buffer += piece
-                first = not turn.segments and metrics.tts_request is None
+                first = not reply.segments and metrics.tts_request is None
                 sentences, buffer = split_sentences(buffer, min_chars=FIRST_PIECE_MIN_CHARS if first else 12,
                                                     clauses=first)
                 for sentence in sentences:
-                    await self._speak_sentence(turn, sentence, audio)
+                    await self._speak_sentence(reply, sentence, audio)
             if buffer.strip():
-                await self._speak_sentence(turn, buffer.strip(), audio)
+                await self._speak_sentence(reply, buffer.strip(), audio)
         except BaseException:
             audio.close()  # cancelled or failed: the player stops after what is queued; never wait for room
             raise
@@ -331,15 +335,15 @@ class ReplyRunner:
             if not audio.closed:
                 await audio.put(None)
 
-    async def _speak_sentence(self, turn: Turn, sentence: str, audio: Channel[AudioChunk | str | None]) -> None:
-        metrics = turn.metrics
+    async def _speak_sentence(self, reply: AgentReply, sentence: str, audio: Channel[AudioChunk | str | None]) -> None:
+        metrics = reply.metrics
         metrics.stamp("first_text_ready")
         await audio.put(sentence)
         served = ServedBy()
         metrics.stamp("tts_request")
         stream = fallback_stream(
             "tts", self.runtime.tts, lambda p: p.synthesize(sentence),
-            served=served, stall_timeout_s=TTS_STALL_S, turn_id=turn.id,
+            served=served, stall_timeout_s=TTS_STALL_S, turn_id=reply.id,
         )
         first = True
         async with aclosing(stream):
@@ -355,39 +359,39 @@ class ReplyRunner:
 
     # ---------------------------------------------------------------------------------------- player
 
-    async def _play(self, turn: Turn, audio: Channel[AudioChunk | str | None], player: Player) -> None:
+    async def _play(self, reply: AgentReply, audio: Channel[AudioChunk | str | None], player: Player) -> None:
         if self.release is not None:
             await self.release.wait()
             await self._flush_held()
-        emit, rate, metrics = self.emit, self.output_sample_rate, turn.metrics
+        emit, rate, metrics = self.emit, self.output_sample_rate, reply.metrics
         while True:
             item = await audio.get()
             if item is None:
                 frames = player.tail()
             elif isinstance(item, str):
-                self._start_segment(turn, item + " ")  # a whole sentence: segments concatenate
+                self._start_segment(reply, item + " ")  # a whole sentence: segments concatenate
                 continue
             else:
                 if item.text is not None:
-                    self._start_segment(turn, item.text)
+                    self._start_segment(reply, item.text)
                 frames = player.convert(item)
             # the hot loop, one pass per 20 ms frame of every talking session: kept inline and flat
             for frame in frames:
                 if (wait := player.delay(frame)) > 0:
                     await player.pacer.sleep(wait)
-                if turn.paused:  # resumed from this very frame: nothing repeated, nothing skipped
-                    await turn.wait_resumed()
+                if reply.paused:  # resumed from this very frame: nothing repeated, nothing skipped
+                    await reply.wait_resumed()
                 if metrics.first_audio_out is None:
                     metrics.stamp("first_audio_out")
-                    await self.on_speaking(turn.id)
-                turn.emitted_bytes += len(frame)
-                await emit(AudioOut(frame, rate, turn.id))
+                    await self.on_speaking(reply.id)
+                reply.emitted_bytes += len(frame)
+                await emit(AudioOut(frame, rate, reply.id))
             if item is None:
                 break
-        if turn.segments and turn.segments[-1].end_byte is None:
-            turn.segments[-1].end_byte = turn.emitted_bytes
+        if reply.segments and reply.segments[-1].end_byte is None:
+            reply.segments[-1].end_byte = reply.emitted_bytes
 
-    def _start_segment(self, turn: Turn, text: str) -> None:
-        if turn.segments and turn.segments[-1].end_byte is None:
-            turn.segments[-1].end_byte = turn.emitted_bytes
-        turn.segments.append(Segment(text, turn.emitted_bytes))
+    def _start_segment(self, reply: AgentReply, text: str) -> None:
+        if reply.segments and reply.segments[-1].end_byte is None:
+            reply.segments[-1].end_byte = reply.emitted_bytes
+        reply.segments.append(Segment(text, reply.emitted_bytes))
