@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 
 from vocable.config.loader import ConfigError, load_config, load_yaml
@@ -154,6 +155,37 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 1 if comparison.differs else 0
 
 
+def cmd_test(args: argparse.Namespace) -> int:
+    import time
+
+    import yaml
+
+    from vocable.scenarios.model import load
+    from vocable.scenarios.report import junit, progress, summary
+    from vocable.scenarios.runner import run_file
+
+    try:
+        scenarios = load(args.file)
+        config = yaml.safe_load(open(args.config, encoding="utf-8")) if args.config else None
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 2
+    except (OSError, yaml.YAMLError) as exc:
+        print(f"vocable test: {exc}", file=sys.stderr)
+        return 2
+    source = os.path.basename(args.file)
+    started = time.monotonic()
+    print(f"vocable test: {len(scenarios.scenarios)} scenarios from {args.file}")
+    outcomes, notes = asyncio.run(run_file(scenarios, config, select=args.select,
+                                           on_outcome=lambda o: print(progress(source, o), flush=True)))
+    seconds = time.monotonic() - started
+    print("\n".join(summary(outcomes, seconds, notes)))
+    if args.junit:
+        with open(args.junit, "w", encoding="utf-8") as out:
+            out.write(junit(outcomes, source, seconds))
+    return 0 if outcomes and all(o.passed for o in outcomes) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vocable", description="Real-time voice agents: STT -> LLM -> TTS.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -185,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="recorded: the providers answer from the recording, on a virtual clock (default); "
                              "live: the config's providers, in real time")
     replay.set_defaults(func=cmd_replay)
+    test = sub.add_parser("test", help="run scenario tests (docs/testing.md); exit 1 if one fails")
+    test.add_argument("file")
+    test.add_argument("-c", "--config", help="the engine's config (default: the file's, else the offline default)")
+    test.add_argument("--junit", metavar="OUT.xml", help="also write the results as JUnit XML")
+    test.add_argument("-k", dest="select", metavar="NAME", help="only the scenarios whose name contains NAME")
+    test.set_defaults(func=cmd_test)
     status = sub.add_parser("status", help="the cluster's nodes, their sessions and readiness (from state.url)")
     status.add_argument("-c", "--config")
     status.add_argument("--json", action="store_true")
