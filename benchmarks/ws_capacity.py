@@ -159,26 +159,43 @@ def serve_echo_workers(workers: int, port: int) -> None:
 
 
 def pipecat_app() -> Any:
+    from _pipecat_fakes import RawPCMSerializer, quiet_pipecat_logs
+    from fastapi import FastAPI
+    from pipecat.transports.websocket.fastapi import (
+        FastAPIWebsocketParams,
+        FastAPIWebsocketTransport,
+    )
+
+    quiet_pipecat_logs()
+    app = FastAPI()
+
+    @app.websocket("/ws")
+    async def session(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await run_pipecat(FastAPIWebsocketTransport(websocket, FastAPIWebsocketParams(
+            audio_in_enabled=True, audio_out_enabled=True, audio_in_sample_rate=RATE,
+            audio_out_sample_rate=RATE, audio_out_10ms_chunks=FRAME_MS // 10, add_wav_header=False,
+            serializer=RawPCMSerializer(RATE))))
+
+    return app
+
+
+async def run_pipecat(transport: Any) -> None:
+    """The instant scripted pipeline behind one connection's Pipecat ``transport``, until the client goes
+    (phone_capacity.py runs it behind Pipecat's Twilio serializer)."""
     from _pipecat_fakes import (
         EndOfSpeechAndFinalTranscript,
-        RawPCMSerializer,
         ScriptedLLMService,
         ScriptedSTTService,
         ScriptedTTSService,
         energy_vad,
-        quiet_pipecat_logs,
     )
-    from fastapi import FastAPI
     from pipecat.pipeline.pipeline import Pipeline
     from pipecat.pipeline.worker import PipelineParams, PipelineWorker
     from pipecat.processors.aggregators.llm_context import LLMContext
     from pipecat.processors.aggregators.llm_response_universal import (
         LLMContextAggregatorPair,
         LLMUserAggregatorParams,
-    )
-    from pipecat.transports.websocket.fastapi import (
-        FastAPIWebsocketParams,
-        FastAPIWebsocketTransport,
     )
     from pipecat.turns.user_start import (
         TranscriptionUserTurnStartStrategy,
@@ -187,37 +204,25 @@ def pipecat_app() -> Any:
     from pipecat.turns.user_turn_strategies import UserTurnStrategies
     from pipecat.workers.runner import WorkerRunner
 
-    quiet_pipecat_logs()
-    app = FastAPI()
+    context = LLMContext([{"role": "system", "content": "You are a concise, friendly voice assistant."}])
+    strategies = UserTurnStrategies(start=[VADUserTurnStartStrategy(), TranscriptionUserTurnStartStrategy()],
+                                    stop=[EndOfSpeechAndFinalTranscript()])
+    pair = LLMContextAggregatorPair(context, user_params=LLMUserAggregatorParams(
+        vad_analyzer=energy_vad(stop_secs=HANGOVER_MS / 1000), user_turn_strategies=strategies))
+    pipeline = Pipeline([
+        transport.input(), ScriptedSTTService(transcript=TRANSCRIPT, interim_every_ms=200), pair.user(),
+        ScriptedLLMService(reply=REPLY), ScriptedTTSService(chunk_ms=20), transport.output(), pair.assistant(),
+    ])
+    worker = PipelineWorker(pipeline, params=PipelineParams(audio_in_sample_rate=RATE, audio_out_sample_rate=RATE),
+                            enable_rtvi=False, enable_turn_tracking=False, idle_timeout_secs=None)
 
-    @app.websocket("/ws")
-    async def session(websocket: WebSocket) -> None:
-        await websocket.accept()
-        transport = FastAPIWebsocketTransport(websocket, FastAPIWebsocketParams(
-            audio_in_enabled=True, audio_out_enabled=True, audio_in_sample_rate=RATE,
-            audio_out_sample_rate=RATE, audio_out_10ms_chunks=FRAME_MS // 10, add_wav_header=False,
-            serializer=RawPCMSerializer(RATE)))
-        context = LLMContext([{"role": "system", "content": "You are a concise, friendly voice assistant."}])
-        strategies = UserTurnStrategies(start=[VADUserTurnStartStrategy(), TranscriptionUserTurnStartStrategy()],
-                                        stop=[EndOfSpeechAndFinalTranscript()])
-        pair = LLMContextAggregatorPair(context, user_params=LLMUserAggregatorParams(
-            vad_analyzer=energy_vad(stop_secs=HANGOVER_MS / 1000), user_turn_strategies=strategies))
-        pipeline = Pipeline([
-            transport.input(), ScriptedSTTService(transcript=TRANSCRIPT, interim_every_ms=200), pair.user(),
-            ScriptedLLMService(reply=REPLY), ScriptedTTSService(chunk_ms=20), transport.output(), pair.assistant(),
-        ])
-        worker = PipelineWorker(pipeline, params=PipelineParams(audio_in_sample_rate=RATE, audio_out_sample_rate=RATE),
-                                enable_rtvi=False, enable_turn_tracking=False, idle_timeout_secs=None)
+    @transport.event_handler("on_client_disconnected")
+    async def _gone(_transport, _client):  # type: ignore[no-untyped-def]
+        await worker.cancel()
 
-        @transport.event_handler("on_client_disconnected")
-        async def _gone(_transport, _client):  # type: ignore[no-untyped-def]
-            await worker.cancel()
-
-        runner = WorkerRunner(handle_sigint=False)
-        await runner.add_workers(worker)
-        await runner.run()
-
-    return app
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    await runner.run()
 
 
 def favour() -> None:

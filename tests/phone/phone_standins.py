@@ -237,7 +237,8 @@ class CarrierCall:
         await self.ws.close()
 
     async def send(self, message: dict[str, Any] | str) -> None:
-        await self.ws.send(message if isinstance(message, str) else json.dumps(message))
+        # compact JSON, as the carriers write it
+        await self.ws.send(message if isinstance(message, str) else json.dumps(message, separators=(",", ":")))
 
     async def begin(self) -> None:
         c = self.carrier

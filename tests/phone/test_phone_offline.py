@@ -16,9 +16,10 @@ from wskit import live_server
 from local.localkit import words
 from vocable import Engine
 from vocable.config.loader import default_config_path
-from vocable.engine.audio import Resampler, resample_pcm
+from vocable.engine.audio import resample_pcm
 from vocable.providers.base import Flush
 from vocable.testing.speech import espeak_available, espeak_pcm, rms, silence
+from vocable.transports.phone.codec import PhoneAudioIn
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not espeak_available(), reason="needs espeak-ng")]
 
@@ -64,7 +65,8 @@ async def test_whisper_hears_phone_quality_speech() -> None:
         heard = []
         for question, keys in QUESTIONS:
             line = ulaw(resample_pcm(espeak_pcm(question), 16000, 8000) + silence(300, 8000))
-            pcm = Resampler(8000, 16000)(to_pcm(line), last=True)  # as the session resamples the call
+            audio_in = PhoneAudioIn()  # as the transport hands the call to the session
+            pcm = b"".join(audio_in(line[i : i + 160]) for i in range(0, len(line), 160))
 
             async def audio(pcm: bytes = pcm) -> AsyncIterator[bytes | Flush]:
                 for i in range(0, len(pcm), 640):

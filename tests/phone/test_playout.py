@@ -123,3 +123,39 @@ def test_mask_number() -> None:
     assert mask_number("+14155550123") == "********0123"
     assert mask_number("sip:alice@example.com") is not None and "alice" not in mask_number("sip:alice@example.com")
     assert mask_number("123") == "***" and mask_number(None) is None
+
+
+def test_twilio_fast_media_path_agrees_with_the_parser() -> None:
+    import base64
+    import json
+
+    from vocable.transports.phone.twilio import TwilioDialect
+
+    dialect = TwilioDialect()
+    payload = bytes(range(160))
+    message = {"event": "media", "sequenceNumber": "3", "media": {"track": "inbound", "chunk": "1",
+                                                                  "timestamp": "20",
+                                                                  "payload": base64.b64encode(payload).decode()},
+               "streamSid": "MZ1"}
+    compact = json.dumps(message, separators=(",", ":"))
+    assert dialect.fast_media(compact) is None  # not bound to a stream yet
+    dialect.bind("MZ1")
+    assert dialect.fast_media(compact) == payload == dialect.parse(message).payload
+    assert dialect.fast_media(json.dumps(message)) is None  # spaced JSON: the parser's
+    assert dialect.fast_media(compact.replace("MZ1", "MZ2")) is None  # another stream: the parser refuses it
+    assert dialect.fast_media(compact.replace(message["media"]["payload"][:4], "!!!!")) is None
+
+
+def test_audio_in_doubles_the_rate_frame_by_frame_within_the_band() -> None:
+    t = np.arange(8000) / 8000
+    encode = codec.encoder("mulaw")
+    for freq, passes in ((1000, True), (3000, True)):
+        line = encode((np.sin(2 * np.pi * freq * t) * 10000).astype("<i2").tobytes())
+        audio_in = codec.PhoneAudioIn("mulaw")
+        frames = [audio_in(line[i : i + 160]) for i in range(0, len(line), 160)]
+        assert all(len(f) == 640 for f in frames)  # 20 ms at 16 kHz, from the first frame on
+        out = np.frombuffer(b"".join(frames), dtype="<i2").astype(float)[400:-400]
+        spectrum = np.abs(np.fft.rfft(out * np.hanning(len(out))))
+        freqs = np.fft.rfftfreq(len(out), 1 / 16000)
+        assert abs(freqs[spectrum.argmax()] - freq) < 5
+        assert spectrum[freqs > 4300].max() < spectrum.max() / 300  # the image above 4 kHz: below -50 dB

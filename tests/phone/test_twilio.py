@@ -79,7 +79,7 @@ async def test_a_whole_turn_with_marks_acknowledged() -> None:
         await call.begin()
         await wait_for(lambda: engine.sessions)
         session = next(iter(engine.sessions.values()))
-        assert session.transport == "twilio" and session.input_sample_rate == 8000
+        assert session.transport == "twilio" and session.input_sample_rate == 16000  # doubled by the transport
         await call.speak(spoken())
         await wait_for(lambda: recorder.turns, timeout_s=15)
         await call.wait_idle()

@@ -5,7 +5,7 @@ open a WebSocket to ``<stream_path>`` and stream the call's audio both ways as J
 one engine session, opened when the carrier's ``start`` message arrives, with the call (``PhoneCall``) bound
 for every task of the session (``current_call()``).
 
-Per stream, two tasks: the reader (G.711 in -> PCM16 at 8 kHz -> ``session.feed_audio``; marks, DTMF,
+Per stream, two tasks: the reader (G.711 in -> PCM16 at 16 kHz -> ``session.feed_audio``; marks, DTMF,
 stop) and the pump (the session's events -> ``MarkedPlayout`` -> media, mark and clear messages). Reply
 audio leaves as the session paces it (real time plus ``pipeline.output.lead_ms``); the carrier's own
 buffer is accounted for by marks. However the stream ends (``stop``, the caller gone, the session ending,
@@ -26,7 +26,7 @@ import json
 import secrets
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -46,9 +46,10 @@ from vocable.engine.session import Session, SessionClosed
 from vocable.engine.tools import ToolSpec, tool_spec
 from vocable.providers.base import ProviderSettings
 from vocable.transports.base import WIRE_SEND, Transport
+from vocable.transports.direct_frames import DIRECT_FRAMES, DirectFrames
 from vocable.transports.phone import hookspecs
 from vocable.transports.phone.call import PhoneCall, bind, current_call, unbind
-from vocable.transports.phone.codec import decoder
+from vocable.transports.phone.codec import PhoneAudioIn
 from vocable.transports.phone.dialect import Dialect, Inbound, Reorder, StreamStart, load_json
 from vocable.transports.phone.playout import MarkedPlayout, Out
 from vocable.transports.protocol import BadInput
@@ -117,8 +118,10 @@ class Gone(Exception):
 class MediaStream:
     """One carrier WebSocket: one call, one session."""
 
-    def __init__(self, transport: PhoneTransport, ws: WebSocket, receive: Receive, send: Send) -> None:
+    def __init__(self, transport: PhoneTransport, ws: WebSocket, receive: Receive, send: Send,
+                 direct: DirectFrames | None = None) -> None:
         self.transport = transport
+        self.direct = direct
         self.settings: PhoneSettings = transport.settings
         self.engine = transport.engine
         self.ws = ws
@@ -131,7 +134,7 @@ class MediaStream:
         self.call: PhoneCall | None = None
         self.playout: MarkedPlayout | None = None
         self.bad_messages = self.messages_in = self.frames_out = 0
-        self._decode: Callable[[bytes], bytes] = decoder("mulaw")
+        self._decode: Callable[[bytes], bytes] = PhoneAudioIn("mulaw")  # G.711 -> PCM16 at 16 kHz
         self._tasks: set[asyncio.Task[Any]] = set()
         self._finished: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._dtmf_buffer: list[str] = []
@@ -169,7 +172,7 @@ class MediaStream:
     async def _open(self, start: StreamStart) -> Session | None:
         try:
             session = await self.engine.open_session(transport=self.transport.name,
-                                                     input_sample_rate=start.sample_rate)
+                                                     input_sample_rate=PhoneAudioIn.RATE)
         except CapacityError as exc:
             self.log.warning("phone_refused", reason="capacity", error=str(exc))
             await self._close(1013, "capacity")
@@ -231,14 +234,18 @@ class MediaStream:
 
     # ------------------------------------------------------------------------------- inbound
 
-    async def _next(self) -> list[Inbound] | str:
-        """The next inbound messages in order (reordered where the carrier needs it), or why the stream ended."""
+    async def _next(self) -> bytes | list[Inbound] | str:
+        """The next inbound messages in order (reordered where the carrier needs it), or why the stream ended;
+        a well-formed media message of this stream (50 a second) comes back as its bare payload."""
+        fast = self.dialect.fast_media if self.reorder is None else None
         while True:
             message = await self._receive()
             if message["type"] == "websocket.disconnect":
                 return "caller_gone"
             self.messages_in += 1
             text = message.get("text")
+            if fast is not None and text is not None and (payload := fast(text)) is not None:
+                return payload
             size = len(text) if text is not None else len(message.get("bytes") or b"")
             try:
                 if size > self.settings.max_message_bytes:
@@ -271,7 +278,7 @@ class MediaStream:
                     for inbound in got:
                         if inbound.kind == "start" and inbound.start is not None:
                             self.dialect.bind(inbound.start.stream_id)
-                            self._decode = decoder("alaw" if inbound.start.encoding == "alaw" else "mulaw")
+                            self._decode = PhoneAudioIn("alaw" if inbound.start.encoding == "alaw" else "mulaw")
                             return inbound.start
                         if inbound.kind == "stop":
                             return None
@@ -289,12 +296,19 @@ class MediaStream:
         feed, decode = session.feed_audio, self._decode
         while True:
             got = await self._next()
+            if type(got) is bytes:  # the hot path: one media frame
+                try:
+                    if (rest := feed(decode(got))) is not None:
+                        await rest
+                except SessionClosed:
+                    return session.close_reason or "closed"
+                continue
             if isinstance(got, str):
                 if self.reorder is not None:
                     for inbound in self.reorder.flush():
                         await self._handle(inbound, feed, decode)
                 return got
-            for inbound in got:
+            for inbound in got:  # type: ignore[union-attr]
                 if inbound.kind == "media":
                     try:
                         if (rest := feed(decode(inbound.payload))) is not None:  # type: ignore[arg-type]
@@ -388,12 +402,15 @@ class MediaStream:
                 continue
             try:
                 for item in out:
-                    await self._send(item)
+                    if (pending := self._send(item)) is not None:
+                        await pending
             except Gone:
                 return "caller_gone"
         return reason
 
-    async def _send(self, item: Out) -> None:
+    def _send(self, item: Out) -> Awaitable[None] | None:
+        """Send one message: written at once through direct frames when the server offers them and the socket
+        takes it (no coroutine, no queue), else through ASGI (what is left to await)."""
         dialect = self.dialect
         if item[0] == "media":
             text = dialect.media(item[1])  # type: ignore[arg-type]
@@ -403,6 +420,11 @@ class MediaStream:
         else:
             text = dialect.clear()
             self.log.debug("phone_clear")
+        if self.direct is not None and self.direct.send(text):
+            return None
+        return self._send_by_asgi(text)
+
+    async def _send_by_asgi(self, text: str) -> None:
         try:
             await self._send_asgi({"type": "websocket.send", "text": text})
         except (WebSocketDisconnect, OSError, RuntimeError):
@@ -587,7 +609,7 @@ class PhoneTransport(Transport):
                                 status_code=502)
         return JSONResponse(placed)
 
-    async def stream(self, ws: WebSocket, receive: Receive, send: Send) -> None:
+    async def stream(self, ws: WebSocket, receive: Receive, send: Send, direct: DirectFrames | None = None) -> None:
         if not self.verify_stream(ws):
             self.refused_total += 1
             log.warning("phone_stream_refused", carrier=self.name, reason="bad_signature")
@@ -602,7 +624,7 @@ class PhoneTransport(Transport):
         assert task is not None
         self.live.add(task)
         self.calls_total += 1
-        stream = MediaStream(self, ws, receive, send)
+        stream = MediaStream(self, ws, receive, send, direct if isinstance(direct, DirectFrames) else None)
         self.streams.add(stream)
         try:
             await stream.run()
@@ -640,5 +662,5 @@ class StreamEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.transport.stream(WebSocket(scope, receive=receive, send=send), receive,
-                                    scope.get(WIRE_SEND, send))
+                                    scope.get(WIRE_SEND, send), scope.get("extensions", {}).get(DIRECT_FRAMES))
 
