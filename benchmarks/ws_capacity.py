@@ -379,8 +379,10 @@ def lateness_ms(s: Session, window: tuple[float, float]) -> tuple[list[float], i
     return out, len(bursts)
 
 
-async def load(kind: str, port: int, n: int, window_s: float, server_pid: int, seed: int) -> dict[str, Any]:
-    """Run one step: warm up, open ``n`` sessions, measure for ``window_s``, close them."""
+async def load(kind: str, port: int, n: int, window_s: float, server_pid: int, seed: int,
+               ramp_per_s: float = 0.0) -> dict[str, Any]:
+    """Run one step: warm up, open ``n`` sessions, measure for ``window_s``, close them. ``ramp_per_s``: open
+    them at this rate (0: in batches of 25 as fast as they open); refused handshakes are timed."""
     loop = asyncio.get_running_loop()
     rng = random.Random(seed)
     path = path_of(kind)
@@ -410,12 +412,17 @@ async def load(kind: str, port: int, n: int, window_s: float, server_pid: int, s
             nxt = due + FRAME_MS / 1000
             loop.call_at(loop.time() + (nxt - time.perf_counter()), tick, slot, nxt)
 
+    refusals_ms: list[float] = []
+
     async def open_one(offset_ms: float) -> Session | None:
         s = Session(path, port, offset_ms)
+        asked = time.perf_counter()
         try:
             await asyncio.wait_for(loop.create_connection(lambda: s, "127.0.0.1", port), 10)
             await asyncio.wait_for(s.ready, 10)
-        except (OSError, ConnectionError, TimeoutError):
+        except (OSError, ConnectionError, TimeoutError) as exc:
+            if " 503 " in str(exc):  # shed before the upgrade (server.max_loop_lag_ms)
+                refusals_ms.append((time.perf_counter() - asked) * 1000)
             s.close()
             return None
         return s
@@ -437,8 +444,10 @@ async def load(kind: str, port: int, n: int, window_s: float, server_pid: int, s
         due = start + 0.05 + i / 1000
         loop.call_at(loop.time() + (due - time.perf_counter()), tick, i, due)
     failed = 0
-    batch = 25
+    batch = max(1, round(ramp_per_s / 10)) if ramp_per_s else 25
     for i in range(0, n, batch):
+        if ramp_per_s:
+            await asyncio.sleep(max(0.0, start + i / ramp_per_s - time.perf_counter()))
         opened = await asyncio.gather(*(open_one(rng.uniform(0, CYCLE_MS)) for _ in range(min(batch, n - i))))
         for s in opened:
             if s is None:
@@ -486,6 +495,8 @@ async def load(kind: str, port: int, n: int, window_s: float, server_pid: int, s
         "rss_per_session_mib": round((rss_peak - rss0) / 2**20 / max(1, len(sessions)), 3),
         "threads_base": threads0, "threads": threads1,
         "texts_per_s": round(sum(s.texts for s in sessions) / max(1e-9, time.perf_counter() - start), 1),
+        "refused": len(refusals_ms), "refusal_p50_ms": round(pct(refusals_ms, 50), 2),
+        "refusal_p99_ms": round(pct(refusals_ms, 99), 2),
     }
 
 
@@ -499,7 +510,8 @@ def run_load(args: argparse.Namespace) -> None:
         uvloop.install()
     except ImportError:
         pass
-    result = asyncio.run(load(args.kind, args.port, args.n, args.window_s, args.server_pid, args.seed))
+    result = asyncio.run(load(args.kind, args.port, args.n, args.window_s, args.server_pid, args.seed,
+                              args.ramp_per_s))
     print(json.dumps(result), flush=True)
 
 
@@ -653,6 +665,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--server-pid", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--ramp-per-s", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--variant", default="", help="vocable only: proposed changes from _experiments.py to "
                         "apply in its server process (comma-separated), to measure them before they land")
     args = parser.parse_args()

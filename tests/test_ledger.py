@@ -180,7 +180,28 @@ async def test_checkpoints_end_with_the_grace_window_and_with_the_session(kind: 
     assert await node_b.take("ses_ended") is None
     await node_a.checkpoint("ses_replaced", "node-a", MESSAGES[:1], grace_s=30, keep_s=60)
     await node_a.park("ses_replaced", MESSAGES, time.time() + 30)  # its client dropped: parked, taken at once
+    await node_a.checkpoint("ses_replaced", "node-a", MESSAGES[:2], grace_s=30, keep_s=60)  # late: ignored
+    assert await node_b.holder("ses_replaced") is None
     assert await node_b.take("ses_replaced") == MESSAGES
+
+
+async def test_a_conversation_parked_between_a_take_and_a_look_is_taken() -> None:
+    """``take_waiting``: a take finds the session live on its node, which parks it before the next look."""
+    from vocable.engine.ledger import take_waiting
+
+    class Parking(LocalLedger):
+        shared = True
+        takes = 0
+
+        async def take(self, session_id: str) -> list[Message] | None:
+            self.takes += 1
+            return None if self.takes == 1 else MESSAGES  # live at the first take, parked by the second
+
+        async def holder(self, session_id: str) -> str | None:
+            return None  # by the time we look, nobody holds it: it was parked
+
+    ledger = Parking()
+    assert await take_waiting(ledger, "ses_1", "node-b") == MESSAGES and ledger.takes == 2
 
 
 async def _none(value: Any) -> bool:

@@ -88,7 +88,8 @@ class Node(Loopback):
         return self.root / f"{self.name}.log"
 
     def start(self) -> Node:
-        env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+        path = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])  # recall_llm.py, beside this
+        env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": path}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "vocable.cli", "serve", "-c", str(self.config), "--host", "127.0.0.1",
@@ -150,8 +151,8 @@ class Nginx(Loopback):
         binary = shutil.which("nginx") or "/usr/sbin/nginx"
         conf = self.root / "nginx.conf"
         conf.write_text(self.config())
-        self.proc = subprocess.Popen([binary, "-c", str(conf), "-p", str(self.root), "-e", str(self.root / "error.log")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        args = [binary, "-c", str(conf), "-p", str(self.root), "-e", str(self.root / "error.log")]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -274,7 +275,7 @@ async def in_loop(engine: Any) -> AsyncIterator[str]:
     from vocable.serving import serve_options
 
     server = uvicorn.Server(uvicorn.Config(engine.asgi_app(), host="127.0.0.1", port=0, log_level="warning",
-                                           **serve_options(engine.config.server)))
+                                           timeout_graceful_shutdown=10, **serve_options(engine.config.server)))
     serving = asyncio.create_task(server.serve())
     try:
         await until(lambda: server.started or serving.done(), "uvicorn started", 15, 0.01)
@@ -284,4 +285,8 @@ async def in_loop(engine: Any) -> AsyncIterator[str]:
         yield f"127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
     finally:
         server.should_exit = True
-        await asyncio.wait_for(serving, 15)
+        done, _ = await asyncio.wait({serving}, timeout=30)
+        if not done:  # say what it waits for
+            for task in asyncio.all_tasks():
+                task.print_stack(file=sys.stderr)
+            raise AssertionError("uvicorn did not stop")

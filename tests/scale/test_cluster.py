@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 from cluster_kit import AUTH, Nginx, Node, new_address, node_config, refused_status, talking, token, until
 from recall_llm import recalled
 
@@ -80,11 +81,11 @@ async def test_vocable_status_lists_every_node_from_the_shared_state(cluster: Cl
             nodes = _status(cluster.config)
             sessions = {n["pid"]: n["sessions"] for n in nodes}
             expected = {node.proc.pid: int(node is b) for node in cluster.nodes}  # type: ignore[union-attr]
-            return nodes if sessions == expected else None
-        nodes = await until(lambda: asyncio.to_thread(one_session_on_b), "status shows b's session", 15, 0.3)
+            ready = all(n["ready"] and n["not_ready"] is None and not n["draining"] for n in nodes)
+            return nodes if sessions == expected and ready else None  # heartbeats are a second apart
+        nodes = await until(lambda: asyncio.to_thread(one_session_on_b), "status shows b's session", 30, 0.3)
         text = subprocess.run([sys.executable, "-m", "vocable.cli", "status", "-c", str(cluster.config)],
                               capture_output=True, text=True, timeout=30).stdout
-    assert all(n["ready"] and n["not_ready"] is None and not n["draining"] for n in nodes)
     assert len({n["server"] for n in nodes}) == 3  # three servers (each its own /health and /metrics)
     assert text.splitlines()[-1] == "3 nodes, 3 ready, 1 sessions", text
 
@@ -93,14 +94,17 @@ async def test_a_token_opens_exactly_one_session_whichever_node_it_reaches(clust
     address = new_address()
     fresh = await token(cluster.nodes[0].url, address)  # minted through node a
 
+    refusals: list[int] = []
+
     async def attempt(node: Node) -> str | int:
         try:
             async with talking(f"{node.ws}?token={fresh}", address) as (_, ready):
-                await asyncio.sleep(1.0)  # hold the session while the other attempts are decided
+                # hold the session until the other two attempts are decided
+                await until(lambda: len(refusals) == 2, "the other attempts were refused", 20, 0.02)
                 return str(ready["session_id"])
-        except Exception:
-            status, _ = await refused_status(f"{node.ws}?token={fresh}", address)
-            return status
+        except websockets.InvalidStatus as refused:
+            refusals.append(refused.response.status_code)
+            return refused.response.status_code
 
     outcomes = await asyncio.gather(*(attempt(node) for node in cluster.nodes))  # all three at once
     assert sum(isinstance(o, str) for o in outcomes) == 1, outcomes

@@ -18,6 +18,7 @@ import asyncio
 import os
 import signal
 import socket
+import threading
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -78,8 +79,9 @@ def format_status(nodes: list[dict[str, Any]]) -> str:
     lines = [f"{'node':<32} {'server':<32} {'state':<10} {'sessions':>9} {'lag ms':>7}"]
     for n in nodes:
         state = "ready" if n["ready"] else (n["not_ready"] or "not ready")
+        lag = n["lag_ms"] if n["lag_ms"] is not None else "-"
         lines.append(f"{n['node']:<32} {n['server']:<32} {state:<10} "
-                     f"{n['sessions']:>4}/{n['max_sessions'] or '?':<4} {n['lag_ms'] if n['lag_ms'] is not None else '-':>7}")
+                     f"{n['sessions']:>4}/{n['max_sessions'] or '?':<4} {lag:>7}")
     ready = sum(1 for n in nodes if n["ready"])
     lines.append(f"{len(nodes)} nodes, {ready} ready, {sum(n['sessions'] for n in nodes)} sessions")
     return "\n".join(lines)
@@ -187,7 +189,7 @@ class NodeLife:
     def start(self, *, handle_signals: bool = False) -> None:
         if self._monitor is None and self.engine.config.server.max_loop_lag_ms > 0:
             self._monitor = asyncio.create_task(self._watch_lag(), name="vocable-loop-lag")
-        if handle_signals and self._previous_handler is None:
+        if handle_signals and self._previous_handler is None and threading.current_thread() is threading.main_thread():
             loop = asyncio.get_running_loop()
             self._previous_handler = signal.signal(
                 signal.SIGTERM, lambda sig, frame: loop.call_soon_threadsafe(self._on_sigterm))
@@ -213,6 +215,8 @@ class NodeLife:
             log.info("draining", sessions=len(self.engine.sessions),
                      drain_timeout_s=self.engine.config.server.drain_timeout_s)
             self._drain = asyncio.create_task(self._drain_then_exit(), name="vocable-drain")
+        else:  # a second SIGTERM: stop now, as without a drain
+            self._drain.cancel()
 
     async def _drain_then_exit(self) -> None:
         try:

@@ -285,11 +285,16 @@ class SQLiteLedger:
         await self._keep(session_id, messages, time.time() + keep_s, node, grace_s)
 
     async def _keep(self, session_id: str, messages: list[Message], deadline: float, node: str, grace: float) -> None:
+        """Park (``node`` empty) or checkpoint; a checkpoint arriving late never replaces a parked conversation
+        (its session has closed since)."""
         text = dump_messages(messages)
 
         def keep(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM parked WHERE deadline < ?", (time.time(),))
-            db.execute("INSERT OR REPLACE INTO parked VALUES (?, ?, ?, ?, ?)", (session_id, text, deadline, node, grace))
+            db.execute("INSERT INTO parked VALUES (?, ?, ?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET "
+                       "messages = excluded.messages, deadline = excluded.deadline, node = excluded.node, "
+                       "grace = excluded.grace WHERE excluded.node = '' OR parked.node != ''",
+                       (session_id, text, deadline, node, grace))
         await self._run(self._transaction, keep)
 
     def _status(self, db: sqlite3.Connection, session_id: str) -> tuple[str, str | None]:
@@ -393,6 +398,8 @@ async def take_waiting(ledger: Ledger, session_id: str, node: str | None) -> lis
         if memory is not None or not ledger.shared:
             return memory
         holder = await ledger.holder(session_id)
-        if holder is None or holder == node or loop.time() >= deadline:
+        if holder is None:  # parked (or its node died) since the take just now: take it now
+            return await ledger.take(session_id)
+        if holder == node or loop.time() >= deadline:
             return None
         await asyncio.sleep(0.2)

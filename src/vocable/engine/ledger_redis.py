@@ -53,6 +53,21 @@ redis.call('ZADD', KEYS[1], now, ARGV[3])
 redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000))
 return 1
 """
+# KEYS: the conversation, the session's transcript header, its turn records. ARGV: node, messages, grace,
+# keep (ms), transport, started_at, the turn's record ('' for none), transcript ttl (s). A checkpoint arriving
+# late (its session was parked since: node '') leaves the parked conversation as it is.
+CHECKPOINT = """
+if redis.call('HGET', KEYS[1], 'node') ~= '' then
+  redis.call('HSET', KEYS[1], 'node', ARGV[1], 'messages', ARGV[2], 'grace', ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
+if ARGV[7] ~= '' then
+  redis.call('HSET', KEYS[2], 'transport', ARGV[5], 'started_at', ARGV[6])
+  redis.call('EXPIRE', KEYS[2], ARGV[8])
+  redis.call('RPUSH', KEYS[3], ARGV[7])
+  redis.call('EXPIRE', KEYS[3], ARGV[8])
+end
+"""
 # KEYS: the conversation, the heartbeat index. ARGV: orphan_after_s, 'take' or 'peek'.
 # Returns {'live', node}, {'taken', messages} or false.
 TAKE = _NOW + """
@@ -123,6 +138,7 @@ class RedisLedger:
         self._release = self.redis.register_script(RELEASE)
         self._hit = self.redis.register_script(HIT)
         self._take = self.redis.register_script(TAKE)
+        self._checkpoint = self.redis.register_script(CHECKPOINT)
         self._publish = self.redis.register_script(PUBLISH)
         self._workers = self.redis.register_script(WORKERS)
 
@@ -174,18 +190,12 @@ class RedisLedger:
 
     async def checkpoint(self, session_id: str, node: str, messages: list[Message], *, grace_s: float,
                          keep_s: float, record: dict[str, Any] | None = None) -> None:
-        key = self._key("conv:", session_id)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(key, mapping={"node": node, "messages": dump_messages(messages), "grace": grace_s})
-        pipe.pexpire(key, int(keep_s * 1000))
-        if record is not None:
-            meta, turns = self._key("ses:", session_id), self._key("turns:", session_id)
-            pipe.hset(meta, mapping={"transport": record.get("transport", ""),
-                                     "started_at": record.get("session_started_at", 0.0)})
-            pipe.expire(meta, self.transcript_ttl_s)
-            pipe.rpush(turns, json.dumps(record["turn"], default=str))
-            pipe.expire(turns, self.transcript_ttl_s)
-        await self._call(pipe.execute())
+        record = record or {}
+        turn = json.dumps(record["turn"], default=str) if "turn" in record else ""
+        await self._call(self._checkpoint(
+            keys=[self._key("conv:", session_id), self._key("ses:", session_id), self._key("turns:", session_id)],
+            args=[node, dump_messages(messages), grace_s, int(keep_s * 1000), record.get("transport", ""),
+                  record.get("session_started_at", 0.0), turn, self.transcript_ttl_s]))
 
     async def _take_or_peek(self, session_id: str, mode: str) -> list[str] | None:
         found = await self._call(self._take(keys=[self._key("conv:", session_id), self._key("nodes")],
