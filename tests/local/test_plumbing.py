@@ -21,7 +21,7 @@ from vocable.providers.local._threads import InferencePool, StopFlag, stream_fro
 
 EXPECTED = {
     ("stt", "whisper"), ("llm", "smollm"), ("tts", "piper"), ("tts", "espeak"),
-    ("vad", "silero"), ("vad", "webrtcvad"), ("turn", "smart-turn"),
+    ("vad", "silero"), ("vad", "webrtcvad"), ("turn", "smart-turn"), ("turn", "dynamic"),
 }
 
 

@@ -285,6 +285,7 @@ class Hearing:
         text, continues = words.final(said)  # carried words too: the person is waiting for an answer
         final = Transcript(text, True, metrics.turn_id, continues)
         if held:  # not final until the turn really ends
+            self._turn_stream.on_words(text)  # the end-of-turn detector may weigh them ("a table for...")
             await session.emit(Transcript(text, False, metrics.turn_id, continues))
             await session.replies.begin(text, metrics, release=release, prelude=(final,))
             return

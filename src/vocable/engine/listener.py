@@ -32,6 +32,7 @@ class Listener:
         self._probability = vad.probability  # bound once: ``hear`` runs for every frame of every session
         self._threshold = taking.vad_threshold
         self._turn = turn
+        turn.expect_words(taking.speculative_ms > 0)  # the words of each pause come with the speculative final
         self._taking = taking
         self.frame_ms = frame_ms
         self.sample_rate = sample_rate

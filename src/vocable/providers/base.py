@@ -338,6 +338,13 @@ class TurnStream(ABC):
     def on_speech(self) -> None:
         """The user spoke again: drop any pending decision."""
 
+    def on_words(self, text: str) -> None:
+        """The transcript of the utterance up to the current pause (the engine's speculative final, reported
+        while the pause lasts). A detector may weigh it: "a table for" has not ended. Optional."""
+
+    def expect_words(self, expected: bool) -> None:
+        """Told once by the engine: will ``on_words`` come during pauses (``turn_taking.speculative_ms`` on)?"""
+
     async def aclose(self) -> None:
         """Cancel any background work."""
 
