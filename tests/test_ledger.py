@@ -187,7 +187,7 @@ async def test_checkpoints_end_with_the_grace_window_and_with_the_session(kind: 
 
 async def test_a_conversation_parked_between_a_take_and_a_look_is_taken() -> None:
     """``take_waiting``: a take finds the session live on its node, which parks it before the next look."""
-    from vocable.engine.ledger import take_waiting
+    from vocable.engine.gate import take_waiting
 
     class Parking(LocalLedger):
         shared = True

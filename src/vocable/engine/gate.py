@@ -12,6 +12,7 @@ opened: the parked memory is taken here, atomically, so one token can never hold
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -22,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from vocable.config.model import ServerConfig
-from vocable.engine.ledger import UNBOUND, Ledger, LocalLedger, StateUnavailable, take_waiting
+from vocable.engine.ledger import ORPHAN_AFTER_S, UNBOUND, Ledger, LocalLedger, StateUnavailable
 from vocable.providers.base import Message
 
 TOKEN_AUDIENCE = "vocable-session"
@@ -229,6 +230,24 @@ class Gate:
             await self.ledger.park(admission.resume_session_id, admission.memory, deadline)
         elif admission.token_id is not None:
             await self.ledger.release_token(admission.token_id)
+
+
+async def take_waiting(ledger: Ledger, session_id: str, node: str | None) -> list[Message] | None:
+    """``ledger.take``, waiting for the conversation when another node still holds it: a node killed a moment
+    ago looks alive until its heartbeat lapses (``ORPHAN_AFTER_S``), and its client reconnects at once. A
+    session that is live here, or still live on its node after that, is not waited for again: None."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + getattr(ledger, "orphan_after_s", ORPHAN_AFTER_S) + 1.0
+    while True:
+        memory = await ledger.take(session_id)
+        if memory is not None or not ledger.shared:
+            return memory
+        holder = await ledger.holder(session_id)
+        if holder is None:  # parked (or its node died) since the take just now: take it now
+            return await ledger.take(session_id)
+        if holder == node or loop.time() >= deadline:
+            return None
+        await asyncio.sleep(0.2)
 
 
 SESSION_ID_MAX = 64

@@ -17,7 +17,6 @@ any other node, for ``resume_grace_s`` after its last heartbeat, as a parked one
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import secrets
@@ -386,20 +385,3 @@ def _message(item: dict[str, Any]) -> Message:
     calls = tuple(ToolCall(**call) for call in item.get("tool_calls") or ())
     return Message(item["role"], item["content"], item.get("tool_call_id"), calls, item.get("name"))
 
-
-async def take_waiting(ledger: Ledger, session_id: str, node: str | None) -> list[Message] | None:
-    """``ledger.take``, waiting for the conversation when another node still holds it: a node killed a moment
-    ago looks alive until its heartbeat lapses (``ORPHAN_AFTER_S``), and its client reconnects at once. A
-    session that is live here, or still live on its node after that, is not waited for again: None."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + getattr(ledger, "orphan_after_s", ORPHAN_AFTER_S) + 1.0
-    while True:
-        memory = await ledger.take(session_id)
-        if memory is not None or not ledger.shared:
-            return memory
-        holder = await ledger.holder(session_id)
-        if holder is None:  # parked (or its node died) since the take just now: take it now
-            return await ledger.take(session_id)
-        if holder == node or loop.time() >= deadline:
-            return None
-        await asyncio.sleep(0.2)
