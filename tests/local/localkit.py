@@ -45,3 +45,31 @@ def words(text: str) -> set[str]:
     """Lower-case words without punctuation, for transcript checks."""
     cleaned = "".join(c if c.isalnum() or c.isspace() else " " for c in text.lower())
     return set(cleaned.split())
+
+
+def offline_config(**pipeline: object) -> dict:
+    """The offline default (``default.yaml``) for an in-process engine: no storage, metrics or transports;
+    ``pipeline`` keys replace the default's."""
+    from importlib import resources
+
+    import yaml
+
+    config = yaml.safe_load(resources.files("vocable.config").joinpath("default.yaml").read_text(encoding="utf-8"))
+    config.update(storage={"url": None}, metrics=[], transports={})
+    config["server"]["idle_timeout_s"] = 600
+    config["pipeline"].update(pipeline)
+    return config
+
+
+async def speak(conversation, pcm: bytes, *, frame_ms: int = 20, rate: int = 16000) -> float:
+    """Send ``pcm`` at real time, as a microphone would (each frame on its own wall-clock slot, so a late
+    frame does not push the rest later); returns the loop time at which the last frame was sent."""
+    loop = asyncio.get_running_loop()
+    step = rate * frame_ms // 1000 * 2
+    began = loop.time()
+    for n, i in enumerate(range(0, len(pcm), step)):
+        await conversation.send_audio(pcm[i : i + step])
+        delay = began + (n + 1) * frame_ms / 1000 - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+    return loop.time()

@@ -86,9 +86,23 @@ class SmolLM(LLM):
             raise ConfigurationError(f"model_path {path} is not a file", provider=self.name)
         began = time.perf_counter()
         self._llama = await asyncio.to_thread(self._load, path)
-        self.load_seconds = time.perf_counter() - began
         self._pool = InferencePool(self.name, workers=1, max_pending=self.settings.max_queue)
+        await self._pool.run(self._warm_up)
+        self.load_seconds = time.perf_counter() - began
         log.info("model loaded", provider=self.name, path=str(path), seconds=round(self.load_seconds, 3))
+
+    def _warm_up(self) -> None:
+        """One short generation at start-up: the first user's reply does not pay for llama.cpp's first
+        allocations and its chat template's first rendering."""
+        chunks = self._llama.create_chat_completion(
+            messages=[{"role": "system", "content": "You are a voice assistant."}, {"role": "user", "content": "Hi"}],
+            stream=True, max_tokens=2, temperature=0.0,
+        )
+        try:
+            for _ in chunks:
+                pass
+        finally:
+            chunks.close()
 
     def _load(self, path: Path) -> Any:
         try:
