@@ -15,6 +15,7 @@ import structlog
 import structlog.testing
 import websockets
 from phonekit import (
+    PLUGINS,
     PLIVO_ID,
     PLIVO_TOKEN,
     REPLY,
@@ -22,6 +23,8 @@ from phonekit import (
     Recorder,
     carrier_call,
     carrier_engine,
+    carrier_settings,
+    phone_config,
     signed_webhook,
     spoken,
     stream_url_of,
@@ -30,6 +33,7 @@ from phonekit import (
 from phone_standins import CarrierCall, RestStandIn
 from wskit import live_server
 
+from vocable import Engine
 from vocable.testing.speech import rms
 from vocable.transports.phone import current_call
 
@@ -182,11 +186,18 @@ async def test_end_call_hangs_up_through_rest(carrier: str) -> None:
 @pytest.mark.parametrize("carrier", CARRIERS)
 async def test_outbound_call(carrier: str) -> None:
     async with RestStandIn(lambda r: (201, {"data": {"call_control_id": "v3:new"}, "request_uuid": "r-1"})) as rest:
-        engine = carrier_engine(carrier, {"api_base_url": rest.url, "from_number": "+18005550199",
-                                          "connection_id": "conn-1"} if carrier == "telnyx" else
-                                {"api_base_url": rest.url, "from_number": "+18005550199"})
+        settings = {"api_base_url": rest.url, "from_number": "+18005550199",
+                    **({"connection_id": "conn-1"} if carrier == "telnyx" else {})}
+        config = phone_config(carrier, {**carrier_settings(carrier), **settings})
+        open_engine = Engine.from_dict(config, autoload=False, plugins=PLUGINS)
+        config["server"]["auth"] = {"api_key": "operator-key-7e1d"}
+        engine = Engine.from_dict(config, autoload=False, plugins=PLUGINS)
+        async with live_server(open_engine) as server, httpx.AsyncClient(base_url=server.http) as http:
+            refused = await http.post(f"/{carrier}/call", json={"to": "+14155550123"})
+        assert refused.status_code == 403 and not rest.requests  # no auth configured: no dialling out
         async with live_server(engine) as server, httpx.AsyncClient(base_url=server.http) as http:
-            placed = await http.post(f"/{carrier}/call", json={"to": "+14155550123"})
+            placed = await http.post(f"/{carrier}/call", json={"to": "+14155550123"},
+                                     headers={"Authorization": "Bearer operator-key-7e1d"})
         (request,) = rest.requests
     assert placed.status_code == 200, placed.text
     body = json.loads(request.body)

@@ -36,7 +36,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from vocable.engine.engine import CapacityError, NotReady
@@ -235,30 +235,32 @@ class MediaStream:
     # ------------------------------------------------------------------------------- inbound
 
     async def _next(self) -> bytes | list[Inbound] | str:
-        """The next inbound messages in order (reordered where the carrier needs it), or why the stream ended;
-        a well-formed media message of this stream (50 a second) comes back as its bare payload."""
-        fast = self.dialect.fast_media if self.reorder is None else None
-        while True:
-            message = await self._receive()
-            if message["type"] == "websocket.disconnect":
-                return "caller_gone"
-            self.messages_in += 1
-            text = message.get("text")
-            if fast is not None and text is not None and (payload := fast(text)) is not None:
-                return payload
-            size = len(text) if text is not None else len(message.get("bytes") or b"")
-            try:
-                if size > self.settings.max_message_bytes:
-                    raise BadInput("message_too_large", f"{size} bytes; the limit is {self.settings.max_message_bytes}")
-                inbound = self.dialect.parse(load_json(text))
-            except BadInput as exc:
-                self.bad(exc.code, exc.message)
-                continue
-            if self.reorder is None:
-                return [inbound]
-            ready = self.reorder.push(inbound)
-            if ready:
-                return ready
+        """The next inbound messages in order (reordered where the carrier needs it), or why the stream ended."""
+        while (got := self._judge(await self._receive())) is None:
+            pass
+        return got
+
+    def _judge(self, message: Message) -> bytes | list[Inbound] | str | None:
+        """One received ASGI message: a media payload of this stream (the hot path, 50 a second, recognised
+        without parsing its JSON where the dialect can), the messages it makes ready, why the stream ended,
+        or None (nothing ready: a bad message, or one held back for reordering)."""
+        if message["type"] == "websocket.disconnect":
+            return "caller_gone"
+        self.messages_in += 1
+        text = message.get("text")
+        if text is not None and self.reorder is None and (payload := self.dialect.fast_media(text)) is not None:
+            return payload
+        size = len(text) if text is not None else len(message.get("bytes") or b"")
+        try:
+            if size > self.settings.max_message_bytes:
+                raise BadInput("message_too_large", f"{size} bytes; the limit is {self.settings.max_message_bytes}")
+            inbound = self.dialect.parse(load_json(text))
+        except BadInput as exc:
+            self.bad(exc.code, exc.message)
+            return None
+        if self.reorder is None:
+            return [inbound]
+        return self.reorder.push(inbound) or None
 
     def bad(self, code: str, message: str) -> None:
         """A malformed, unexpected or out-of-order message: logged (with what is wrong) and dropped."""
@@ -293,9 +295,11 @@ class MediaStream:
     async def _read(self) -> str:
         session = self.session
         assert session is not None and self.call is not None and self.playout is not None
-        feed, decode = session.feed_audio, self._decode
+        feed, decode, receive, judge = session.feed_audio, self._decode, self._receive, self._judge
         while True:
-            got = await self._next()
+            got = judge(await receive())
+            if got is None:
+                continue
             if type(got) is bytes:  # the hot path: one media frame
                 try:
                     if (rest := feed(decode(got))) is not None:
@@ -584,8 +588,14 @@ class PhoneTransport(Transport):
         return self.answer({k: v for k, v in form.items() if isinstance(v, str)})
 
     async def outbound(self, request: Request) -> Response:
-        """``POST <call_path>`` {"to", "from"?, "parameters"?}: call someone; needs the API key, as ``/session``."""
+        """``POST <call_path>`` {"to", "from"?, "parameters"?}: call someone; needs the API key, as ``/session``.
+
+        Unlike ``/session``, a server without ``server.auth`` refuses: an open route would dial out (and spend
+        the carrier account's money) for anyone who finds it."""
         gate = self.engine.gate
+        if not gate.enabled:
+            return JSONResponse({"error": "auth_required", "message": "set server.auth.api_key to place calls"},
+                                status_code=403)
         try:
             await gate.check_rate(request.client.host if request.client else None)
             gate.check_api_key(request.headers.get("authorization"))
