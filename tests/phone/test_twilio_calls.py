@@ -166,3 +166,31 @@ async def test_outbound_call_needs_the_api_key_and_uses_the_same_twiml() -> None
     assert form["To"] == ["+14155550123"] and form["From"] == ["+18005550199"]
     assert 'url="wss://voice.example.com/twilio/stream"' in form["Twiml"][0]
     assert '<Parameter name="To" value="+14155550123"' in form["Twiml"][0]
+
+
+async def test_a_carrier_that_stops_reading_ends_the_call() -> None:
+    """Its socket takes no more (direct frames refused, ASGI send stuck): after send_timeout_s the call ends."""
+    from vocable.transports.phone import base
+
+    recorder = Recorder()
+    engine = phone_engine(transport={"send_timeout_s": 0.3}, plugins=(recorder,))
+    stuck = asyncio.Event()
+
+    async def never(message: dict) -> None:
+        await stuck.wait()
+
+    original = base.MediaStream.__init__
+
+    def wedged(self, transport, ws, receive, send, direct=None):  # type: ignore[no-untyped-def]
+        original(self, transport, ws, receive, never, None)
+
+    base.MediaStream.__init__ = wedged  # type: ignore[method-assign]
+    try:
+        async with live_server(engine) as server, twilio_call(server) as call:
+            await call.begin()
+            await call.speak(spoken())
+            await wait_for(lambda: recorder.ended, timeout_s=15)
+            await wait_for(lambda: not engine.sessions and not engine.transports[0].live, timeout_s=5)
+    finally:
+        base.MediaStream.__init__ = original  # type: ignore[method-assign]
+    assert recorder.ended == ["slow_client"]

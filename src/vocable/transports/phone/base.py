@@ -86,6 +86,8 @@ class PhoneSettings(ProviderSettings):
                                   "text too (0: marks only between pieces)")
     start_timeout_s: float = Field(default=10.0, gt=0, description="a stream without `start` by then is closed")
     max_message_bytes: int = Field(default=64 * 1024, ge=1024)
+    send_timeout_s: float = Field(default=10.0, gt=0, description="a carrier that takes longer to accept one "
+                                  "message is gone: the call ends (slow_client)")
     reorder_window: int = Field(default=8, ge=1, description="messages held while an earlier one is missing")
     dtmf: DtmfSettings = Field(default_factory=DtmfSettings)
     end_call: EndCallSettings = Field(default_factory=EndCallSettings)
@@ -409,7 +411,7 @@ class MediaStream:
                     if (pending := self._send(item)) is not None:
                         await pending
             except Gone:
-                return "caller_gone"
+                return self._finished.result() if self._finished.done() else "caller_gone"
         return reason
 
     def _send(self, item: Out) -> Awaitable[None] | None:
@@ -429,8 +431,15 @@ class MediaStream:
         return self._send_by_asgi(text)
 
     async def _send_by_asgi(self, text: str) -> None:
+        """The slow way (the socket cannot take the message now, or no direct frames): bounded in time, so a
+        carrier that stops reading cannot hold the call, its session and its tasks for ever."""
         try:
-            await self._send_asgi({"type": "websocket.send", "text": text})
+            async with asyncio.timeout(self.settings.send_timeout_s):
+                await self._send_asgi({"type": "websocket.send", "text": text})
+        except TimeoutError:
+            self.log.warning("phone_slow_carrier", send_timeout_s=self.settings.send_timeout_s)
+            self.finish("slow_client")
+            raise Gone from None
         except (WebSocketDisconnect, OSError, RuntimeError):
             raise Gone from None
 
