@@ -112,7 +112,9 @@ async def round_trips(redis_url: str) -> dict[str, int]:
     from vocable import Engine
 
     plugins = ["vocable.plugins.core", "vocable.testing.plugin", "vocable.transports.websocket"]
-    engine = Engine.from_dict(node_config(redis_url, "rt:"), autoload=False, plugins=plugins)
+    config = node_config(redis_url, "rt:")
+    config["server"]["rate_limit_per_minute"] = 120  # the default: a rate-limit hit per token and per session
+    engine = Engine.from_dict(config, autoload=False, plugins=plugins)
     ledger: Any = engine.ledger
     await engine.start()
     counts: dict[str, int] = {}

@@ -102,7 +102,7 @@ class ServerConfig(Section):
         default=30.0, ge=0, le=3600, description="on SIGTERM (vocable serve): how long live sessions get to finish "
                                                  "their reply before they are told to reconnect elsewhere")
     max_loop_lag_ms: float = Field(
-        default=0.0, ge=0, description="event-loop lag (median of the last second) past which new sessions are "
+        default=0.0, ge=0, description="event-loop lag (90th percentile of the last 2 s) past which new sessions are "
                                        "refused at once (HTTP 503 with Retry-After) and /health/ready answers 503; "
                                        "0: no load shedding (behind a load balancer, set it: 50 is a good start)")
 
