@@ -92,3 +92,13 @@ async def test_vocable_serve_runs_twilio_from_its_entry_point_and_never_logs_the
     assert rest.requests, output[-3000:]
     assert "phone_hangup_failed" in output and "HTTP 401" in output
     assert AUTH_TOKEN not in output
+
+
+def test_a_missing_sdk_is_an_install_hint_when_the_config_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vocable.config.loader import ConfigError
+    from vocable.transports.phone.twilio import TwilioTransport
+
+    monkeypatch.setattr(TwilioTransport, "requires", ("twilio_sdk_that_is_not_installed",))
+    with pytest.raises(ConfigError) as refused:
+        Engine.from_dict(phone_config(), autoload=False, plugins=PLUGINS)
+    assert "transports.twilio" in str(refused.value) and "pip install 'vocable[phone]'" in str(refused.value)

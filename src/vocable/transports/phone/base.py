@@ -22,6 +22,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import importlib.util
 import json
 import secrets
 import time
@@ -39,6 +40,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from vocable.config.loader import ConfigError
 from vocable.engine.engine import CapacityError, NotReady
 from vocable.engine.events import AudioOut, Closed, Interrupted, MetricsEvent, Paused, Resumed
 from vocable.engine.gate import Refused
@@ -488,9 +490,13 @@ class PhoneTransport(Transport):
     name: ClassVar[str]
     Settings: ClassVar[type[ProviderSettings]] = PhoneSettings
     dialect_class: ClassVar[type[Dialect]]
+    requires: ClassVar[tuple[str, ...]] = ("aiohttp",)  # modules it imports when a call needs them
     settings: PhoneSettings
 
     def __init__(self, engine: Any, settings: ProviderSettings | None = None) -> None:
+        missing = [module for module in self.requires if importlib.util.find_spec(module) is None]
+        if missing:  # an install hint when the config is read, not a 500 on the first call
+            raise ConfigError([(f"transports.{self.name}", f"needs {', '.join(missing)}: pip install 'vocable[phone]'")])
         super().__init__(engine, settings)
         hookspecs.add_to(engine.host)
         self.live: set[asyncio.Task[Any]] = set()

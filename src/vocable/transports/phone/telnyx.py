@@ -107,6 +107,7 @@ class TelnyxTransport(PhoneTransport):
     name: ClassVar[str] = "telnyx"
     Settings: ClassVar[type[ProviderSettings]] = TelnyxSettings
     dialect_class = TelnyxDialect
+    requires = ("aiohttp", "cryptography")
     settings: TelnyxSettings
 
     def secret(self) -> str:

@@ -127,6 +127,7 @@ class TwilioTransport(PhoneTransport):
     name: ClassVar[str] = "twilio"
     Settings: ClassVar[type[ProviderSettings]] = TwilioSettings
     dialect_class = TwilioDialect
+    requires = ("twilio", "aiohttp")
     settings: TwilioSettings
 
     # ------------------------------------------------------------------------------- signatures
