@@ -124,6 +124,8 @@ async def test_wait_stop_commits_the_interruption_and_memory_keeps_what_was_hear
     committed_at, interrupted = heard.first("interrupted")
     assert interrupted["reason"] == "barge_in"
     answered_at = next(at for at, e in heard.events if at > committed_at and e["type"] == "transcript" and e["final"])
+    states = [e["state"] for at, e in heard.events if committed_at <= at <= answered_at and e["type"] == "state"]
+    assert "speaking" not in states, f"nothing speaks between the commit and the next turn: {states}"
     late = [at - committed_at for at, _ in heard.audio if committed_at + 0.1 < at < answered_at]
     assert not late, f"audio stops within 100 ms of the commit: frames {late[:3]} s after it"
     received = heard.audio_bytes() - heard.audio_bytes(after=answered_at)  # the interrupted reply's audio

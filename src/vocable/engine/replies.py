@@ -200,6 +200,8 @@ class Replies:
             ahead = self._unplayed_bytes() if self.playout is not None else self._lead_bytes
             played = reply.emitted_bytes - purged * self._frame_bytes - ahead
         await self._finish(reply, played_bytes=max(0, played))
+        if self.current is reply:  # over: nothing current speaks any more (the state follows the next turn)
+            self.current = None
         if not session.closed:
             await session.set_state("listening")
 

@@ -37,6 +37,7 @@ MAX_TOOL_ROUNDS = 4
 LLM_STALL_S = 20.0
 TTS_STALL_S = 30.0
 FIRST_PIECE_MIN_CHARS = 16  # the first audio may start at a clause of this length rather than a sentence
+BREAK = "\u2029"  # in the reply text: all there is for a while (a filler while a tool runs), speak it now
 
 
 @dataclass(slots=True)
@@ -290,7 +291,7 @@ class ReplyRunner:
             done, _ = await asyncio.wait({together}, timeout=after)
             if not done and (phrase := self.fillers.next()):
                 reply.reply_text += phrase + " "
-                feed.push(phrase + " ")
+                feed.push(phrase + BREAK)  # short ("One moment."), but nothing follows until the tool ends
                 await self.emit(Reply(phrase + " ", False, reply.id))
         return list(await together)
 
@@ -325,7 +326,11 @@ class ReplyRunner:
                 sentences, buffer = split_sentences(buffer, min_chars=FIRST_PIECE_MIN_CHARS if first else 12,
                                                     clauses=first)
                 for sentence in sentences:
-                    await self._speak_sentence(reply, sentence, audio)
+                    await self._speak_sentence(reply, sentence.replace(BREAK, " "), audio)
+                if BREAK in buffer:  # too short to be a sentence by the rules above, yet complete: speak it
+                    if rest := buffer.replace(BREAK, " ").strip():
+                        await self._speak_sentence(reply, rest, audio)
+                    buffer = ""
             if buffer.strip():
                 await self._speak_sentence(reply, buffer.strip(), audio)
         except BaseException:

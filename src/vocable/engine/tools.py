@@ -67,6 +67,8 @@ class ToolCalls:
         self._resolve = resolve
         self.results: dict[str, str] = {}  # results that memory has not taken yet (``take``)
         self._running: dict[str, tuple[str, str, asyncio.Task[ToolOutcome]]] = {}  # call id -> (turn, tool, task)
+        self._ended: set[str] = set()  # calls whose end is recorded (and their task not yet done)
+        self._notices: set[asyncio.Future[None]] = set()  # ends told from a done callback, still being sent
         self.log = log.bind(**log_context)
 
     def start(self, turn_id: str, call: ToolCall) -> asyncio.Task[ToolOutcome]:
@@ -75,8 +77,19 @@ class ToolCalls:
             return self._running[call.id][2]
         task = asyncio.create_task(self._run(turn_id, call), name=f"tool-{call.name}-{call.id}")
         self._running[call.id] = (turn_id, call.name, task)
-        task.add_done_callback(lambda _: self._running.pop(call.id, None))
+        task.add_done_callback(lambda _: self._done(turn_id, call))
         return task
+
+    def _done(self, turn_id: str, call: ToolCall) -> None:
+        self._running.pop(call.id, None)
+        if call.id in self._ended:
+            self._ended.discard(call.id)
+            return
+        # cancelled before it ever ran (no code of it ran to say so): it still ends, once
+        outcome = ToolOutcome(call, "cancelled", json.dumps({"error": "cancelled before it started"}))
+        notice = asyncio.ensure_future(self._finished(turn_id, outcome))
+        self._notices.add(notice)
+        notice.add_done_callback(self._notices.discard)
 
     async def _run(self, turn_id: str, call: ToolCall) -> ToolOutcome:
         spec = self.specs.get(call.name)
@@ -104,6 +117,7 @@ class ToolCalls:
         return {call.id: self.results.pop(call.id) for call in calls if call.id in self.results}
 
     async def _finished(self, turn_id: str, outcome: ToolOutcome) -> None:
+        self._ended.add(outcome.call.id)
         if not self._resolve(outcome.call.id, outcome.content):
             self.results[outcome.call.id] = outcome.content
         self.log.info("tool_finished", turn_id=turn_id, tool=outcome.call.name, call_id=outcome.call.id,
@@ -129,6 +143,8 @@ class ToolCalls:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._notices:
+            await asyncio.gather(*self._notices, return_exceptions=True)
 
 
 async def _invoke(handler: ToolHandler, arguments: str) -> str:
