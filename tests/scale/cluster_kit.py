@@ -82,6 +82,7 @@ class Node(Loopback):
     root: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    workers: int = 1
 
     @property
     def log_path(self) -> Path:
@@ -93,7 +94,8 @@ class Node(Loopback):
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "vocable.cli", "serve", "-c", str(self.config), "--host", "127.0.0.1",
-                 "--port", str(self.port)], stdout=log, stderr=subprocess.STDOUT, env=env)
+                 "--port", str(self.port), "--workers", str(self.workers)], stdout=log, stderr=subprocess.STDOUT,
+                env=env)
         return self
 
     def wait_ready(self, timeout_s: float = 120.0) -> Node:

@@ -220,3 +220,35 @@ async def test_redis_restarted_mid_run_fails_admissions_closed_and_live_sessions
     async with talking(f"{b.ws}?token={spare}", address) as (talker, ready):
         assert ready["resumed"] is False
         assert recalled(await talker.turn("hello again")) == ["hello again"]
+
+
+async def test_a_node_with_workers_is_one_server_of_the_cluster(cluster: Cluster, tmp_path: Path) -> None:
+    """``vocable serve --workers 2`` with ``state.url``: each worker is a node in Redis, the two are one server
+    (its /health lists both), and a conversation started on the cluster resumes on one of its workers."""
+    workers = Node("w", cluster.config, tmp_path, workers=2).start()
+    try:
+        def both_workers() -> dict | None:
+            try:
+                health = httpx.get(f"{workers.url}/health", timeout=5).json()
+            except httpx.TransportError:
+                return None  # not listening yet
+            return health if len(health.get("workers", {})) == 2 and all(
+                w["ready"] for w in health["workers"].values()) else None
+        health = await until(lambda: asyncio.to_thread(both_workers), "both workers ready", 120, 0.3)
+        assert all(w.startswith(f"{health['worker'].rsplit('-', 1)[0]}-") for w in health["workers"])  # host-pid
+        def listed() -> list[dict] | None:
+            nodes = _status(cluster.config)
+            return nodes if set(health["workers"]) <= {n["node"] for n in nodes} else None
+        nodes = await until(lambda: asyncio.to_thread(listed), "status lists both workers", 20, 0.3)
+        mine = {n["server"] for n in nodes if n["node"] in health["workers"]}
+        others = {n["server"] for n in nodes if n["node"] not in health["workers"]}
+        assert len(mine) == 1 and not mine & others  # the two workers are one server, not a, b or c
+        address = new_address()
+        fresh = await token(cluster.nodes[0].url, address)
+        async with talking(f"{cluster.nodes[0].ws}?token={fresh}", address) as (talker, ready):
+            await talker.turn("my name is Grace")
+        async with talking(f"{workers.ws}?token={fresh}&resume={ready['session_id']}", address) as (talker, again):
+            assert again["resumed"] is True
+            assert recalled(await talker.turn("who am I")) == ["my name is Grace", "who am I"]
+    finally:
+        workers.stop()
