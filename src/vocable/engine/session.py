@@ -261,6 +261,11 @@ class Session:
     def detach_sink(self, sink: EventSink) -> None:
         self._outbox.detach_sink(sink)
 
+    def add_tap(self, tap: Callable[[Event], None]) -> None:
+        """See every event as it is emitted (tracing, recording): ``tap`` is called synchronously, must be
+        quick and must not raise."""
+        self._outbox.add_tap(tap)
+
     def attach_playout(self, source: PlayoutSource | None) -> None:
         """A transport that knows what its listener has heard reports it here (WebRTC: its track's buffer);
         without one the session counts by the paced send clock."""

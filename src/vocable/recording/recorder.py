@@ -106,7 +106,7 @@ class Recorder:
         recording.writer.write(self._header(session))
         recording.on_event(session.ready_event())  # both went out before any observer heard of the session
         recording.on_event(StateChanged("listening"))
-        session._outbox.add_tap(recording.on_event)  # every later event, as it is emitted
+        session.add_tap(recording.on_event)  # every later event, as it is emitted
         _wrap_inputs(session, recording)
         if scope is None:
             recording.adopt()  # a greeting and typed turns started from this task are this session's

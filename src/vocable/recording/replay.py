@@ -113,7 +113,7 @@ class _Capture:
 
         self.on_event(session.ready_event())
         self.on_event(StateChanged("listening"))
-        session._outbox.add_tap(self.on_event)
+        session.add_tap(self.on_event)
 
 
 def _recorded_tools(recording: Recording) -> dict[str, list[tuple[float, str]]]:

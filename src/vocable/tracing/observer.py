@@ -86,7 +86,7 @@ class Tracing:
                                   include_text=self.config.include_text, runtime=self.engine.runtime)
         self._traces[session.id] = trace
         # every event the session emits, as it is emitted (ends of replies, tool calls, the last audio)
-        session._outbox.add_tap(trace.on_event)
+        session.add_tap(trace.on_event)
 
     @hookimpl
     def turn_completed(self, session: Session, turn: TurnRecord) -> None:
