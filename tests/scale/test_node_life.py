@@ -135,3 +135,37 @@ async def test_a_transcript_is_read_on_another_node_from_the_shared_state(redis_
         assert transcript["session_id"] == session_id and transcript["transport"] == "websocket"
         assert [t["user_text"] for t in transcript["turns"]] == ["first", "second"]
         assert (await _get(base_two, "/sessions/ses_unknown/transcript")).status_code == 404
+
+
+async def test_late_webrtc_media_sheds_like_loop_lag() -> None:
+    """WebRTC's paced track reports each frame that went out behind schedule; late media makes the node shed."""
+    pytest.importorskip("aiortc")
+    from vocable.transports.webrtc.audio import PlaybackTrack
+
+    late: list[float] = []
+    track = PlaybackTrack(16000, on_late=late.append)
+    await track.recv()  # the clock starts
+    time.sleep(0.1)  # the loop is held up: the next frame, due 20 ms after the first, goes out ~80 ms late
+    await track.recv()
+    track.stop()
+    assert late and late[0] > 50
+
+    engine = node({"max_loop_lag_ms": 30})
+    await engine.start()
+    engine.node.start()
+    async with engine.conversation():
+        feeding = True
+
+        async def feed() -> None:  # a peer's frames keep going out 80 ms late
+            while feeding:
+                engine.node.media_late(80.0)
+                await asyncio.sleep(0.01)
+        feeder = asyncio.create_task(feed())
+        try:
+            await until(lambda: engine.node.lagging, "late media counts as lag", 10, 0.02)
+            refusal = engine.node.refusal()
+            assert refusal is not None and refusal.code == "overloaded" and refusal.status == 503
+        finally:
+            feeding = False
+            await feeder
+    await engine.stop()

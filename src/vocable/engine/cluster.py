@@ -4,8 +4,8 @@
 - ``ConversationKeeper``: after every finished turn, the session's memory (and the turn) go to the shared state,
   held by this node, so a client whose node dies resumes on any other one (``ledger.checkpoint``).
 - ``NodeLife``: what a load balancer asks of a node. ``GET /health/live`` is 200 while the process serves;
-  ``GET /health/ready`` is 503 while models load, while draining and while saturated (event-loop lag above
-  ``server.max_loop_lag_ms``, or ``server.max_sessions`` reached). While draining or lagging, new sessions are
+  ``GET /health/ready`` is 503 while models load, while draining and while saturated (event-loop lag, or WebRTC
+  media lateness, above ``server.max_loop_lag_ms``; or ``server.max_sessions`` reached). While draining or lagging, new sessions are
   refused before they are accepted (HTTP 503 with ``Retry-After``), so the sessions already admitted keep real
   time. On SIGTERM (under ``vocable serve``) the node drains: it stops admitting, lets every live session finish
   the reply it is speaking, sends it a ``reconnect`` event, parks its conversation for resuming elsewhere, and
@@ -124,9 +124,11 @@ class NodeLife:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.draining = False
-        self.lag_ms = 0.0
+        self.lag_ms = 0.0  # the worse of the event loop's lag and the media's lateness, as shedding reads them
         self.shed_total = 0
         self._lags: list[float] = []
+        self._media_lags: list[float] = []
+        self._media_worst = 0.0  # how late the latest media frame of this sample period went, in ms (WebRTC)
         self._monitor: asyncio.Task[None] | None = None
         self._drain: asyncio.Task[None] | None = None
         self._previous_handler: Any = None
@@ -208,8 +210,17 @@ class NodeLife:
             expected = loop.time() + LAG_PERIOD_S
             await asyncio.sleep(LAG_PERIOD_S)
             self._lags.append(max(0.0, loop.time() - expected) * 1000)
-            del self._lags[:-LAG_WINDOW]
-            self.lag_ms = sorted(self._lags)[len(self._lags) * 9 // 10]
+            self._media_lags.append(self._media_worst)
+            self._media_worst = 0.0
+            del self._lags[:-LAG_WINDOW], self._media_lags[:-LAG_WINDOW]
+            at = len(self._lags) * 9 // 10
+            self.lag_ms = max(sorted(self._lags)[at], sorted(self._media_lags)[at])
+
+    def media_late(self, ms: float) -> None:
+        """A transport sent a media frame ``ms`` behind its real-time schedule (WebRTC's track): for WebRTC
+        sessions this is what lateness means, and shedding reads it with the loop's lag."""
+        if ms > self._media_worst:
+            self._media_worst = ms
 
     def _on_sigterm(self) -> None:
         if self._drain is None:

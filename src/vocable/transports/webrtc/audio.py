@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+from collections.abc import Callable
 
 import av
 import numpy as np
@@ -48,8 +49,12 @@ class PlaybackTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, sample_rate: int, *, max_buffer_ms: int = 2000) -> None:
+    def __init__(self, sample_rate: int, *, max_buffer_ms: int = 2000,
+                 on_late: Callable[[float], None] | None = None) -> None:
+        """``on_late``: told how many milliseconds behind its real-time schedule a frame went out (the node's
+        media lateness, for load shedding)."""
         super().__init__()
+        self.on_late = on_late
         self.sample_rate = sample_rate
         self.frame_samples = sample_rate * FRAME_MS // 1000
         self._frame_bytes = self.frame_samples * 2
@@ -110,7 +115,9 @@ class PlaybackTrack(MediaStreamTrack):
             wait = self._start + self._pts / self.sample_rate - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            elif wait < -MAX_DRIFT_S:  # jump the clock: the gap shows as loss, not as a burst
+            elif self.on_late is not None:
+                self.on_late(-wait * 1000)
+            if wait < -MAX_DRIFT_S:  # jump the clock: the gap shows as loss, not as a burst
                 self._start = loop.time() - self._pts / self.sample_rate
         if self.readyState != "live":
             raise MediaStreamError

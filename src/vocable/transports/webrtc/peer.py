@@ -80,7 +80,8 @@ class Peer:
                                 credential=s.credential.get_secret_value() if s.credential else None)
                    for s in settings.ice_servers]
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
-        self.playback = PlaybackTrack(session.output_sample_rate, max_buffer_ms=settings.playout_buffer_ms)
+        self.playback = PlaybackTrack(session.output_sample_rate, max_buffer_ms=settings.playout_buffer_ms,
+                                      on_late=engine.node.media_late)
         self.close_reason: str | None = None
         self._on_closed = on_closed
         self._loop = asyncio.get_running_loop()
