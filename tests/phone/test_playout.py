@@ -137,13 +137,13 @@ def test_twilio_fast_media_path_agrees_with_the_parser() -> None:
                                                                   "timestamp": "20",
                                                                   "payload": base64.b64encode(payload).decode()},
                "streamSid": "MZ1"}
-    compact = json.dumps(message, separators=(",", ":"))
+    compact = json.dumps(message, separators=(",", ":")).encode()
     assert dialect.fast_media(compact) is None  # not bound to a stream yet
     dialect.bind("MZ1")
     assert dialect.fast_media(compact) == payload == dialect.parse(message).payload
-    assert dialect.fast_media(json.dumps(message)) is None  # spaced JSON: the parser's
-    assert dialect.fast_media(compact.replace("MZ1", "MZ2")) is None  # another stream: the parser refuses it
-    assert dialect.fast_media(compact.replace(message["media"]["payload"][:4], "!!!!")) is None
+    assert dialect.fast_media(json.dumps(message).encode()) is None  # spaced JSON: the parser's
+    assert dialect.fast_media(compact.replace(b"MZ1", b"MZ2")) is None  # another stream: the parser refuses it
+    assert dialect.fast_media(compact.replace(message["media"]["payload"][:4].encode(), b"!!!!")) is None
 
 
 def test_audio_in_doubles_the_rate_frame_by_frame_within_the_band() -> None:

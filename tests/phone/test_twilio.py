@@ -97,6 +97,8 @@ async def test_a_whole_turn_with_marks_acknowledged() -> None:
         assert [name for _, name in call.echoed] == marks and not call.clears
         assert session.memory.messages[-1].content == REPLY
         listing = await asyncio.to_thread(lambda: httpx.get(f"{server.http}/sessions").json())
+        # under vocable serve's protocol (as here) media messages are heard as they are parsed
+        assert engine.transports[0].stats()["heard_direct_total"] > 50
         await call.hang_up()
         await wait_for(lambda: not engine.sessions)
     (entry,) = listing["sessions"]

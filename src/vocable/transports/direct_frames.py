@@ -13,6 +13,8 @@ scope, ``scope["extensions"]["vocable.direct_frames"]``: a ``DirectFrames`` obje
   parsed, but only while nothing is queued for ``receive`` (so nothing is reordered); the callback may
   decline a frame (it then goes the ASGI way) or return an awaitable, which reaches ``receive`` as a
   ``vocable.direct_frames.await`` message to be awaited before the next message, in order;
+- take whole text messages the same way (``text_receiver``, given the raw UTF-8): what it declines goes to
+  the protocol library, which checks it as before (the phone transports hear their carriers' media here);
 - send a message synchronously (``send``) when the socket can take it now; when it cannot (write buffer
   full, closing, not yet open), ``send`` returns False and the app uses ASGI ``send`` as usual.
 
@@ -127,11 +129,15 @@ def frame_header(opcode: int, length: int) -> bytes:
 class DirectFrames:
     """The extension object one connection offers its app (see the module docstring)."""
 
-    __slots__ = ("_protocol", "receiver")
+    __slots__ = ("_protocol", "receiver", "text_receiver")
 
     def __init__(self, protocol: DirectFramesProtocol) -> None:
         self._protocol = protocol
         self.receiver: Receiver | None = None
+        # text messages' raw (UTF-8) payloads, on the same terms as ``receiver``; what it declines (False) goes
+        # to the protocol library, which checks the UTF-8 and hands it to ``receive`` as usual (the phone
+        # transports take their carriers' media messages here, 50 a second per call)
+        self.text_receiver: Receiver | None = None
 
     def send(self, data: bytes | str) -> bool:
         """Write one message now if the socket can take it; False means use ASGI ``send`` instead.
@@ -205,6 +211,8 @@ class DirectFramesProtocol(_Base):
                 self.curr_msg_data_type = "bytes"
                 self.frames = [apply_mask(buf[start:end], buf[head:start])]
                 self.send_receive_event_to_app()
+            elif first == 0x81 and conn.current_size is None and self._hear_text(apply_mask(buf[start:end], buf[head:start])):
+                pass  # a whole text frame the app's text receiver took
             else:
                 super().data_received(buf[i:end])  # one whole frame: the library's parser stays at a boundary
                 if self.close_sent or conn.state is not State.OPEN or conn.parser_exc is not None:
@@ -253,6 +261,27 @@ class DirectFramesProtocol(_Base):
                 self.read_paused = True
                 self.transport.pause_reading()
 
+    def _hear_text(self, payload: bytes) -> bool:
+        """Offer a whole text frame to the app's ``text_receiver``; False: the library's (and ASGI's) to take."""
+        receiver = self.direct.text_receiver
+        if receiver is None or self.close_sent or not self.queue.empty():
+            return False
+        try:
+            outcome = receiver(payload)
+        except Exception:  # the app's bug: detach it, and this frame and the rest go the ASGI way
+            self.logger.exception("vocable direct_frames text receiver failed; falling back to ASGI receive")
+            self.direct.text_receiver = None
+            return False
+        if outcome is False:
+            return False
+        if outcome is not True:  # something to await before the next message: it queues like one
+            self.queue.put_nowait({"type": AWAIT_MESSAGE, "awaitable": outcome})  # type: ignore[typeddict-item]
+            if not self.read_paused:
+                self.read_paused = True
+                self.transport.pause_reading()
+        return True
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.direct.receiver = None
+        self.direct.text_receiver = None
         super().connection_lost(exc)

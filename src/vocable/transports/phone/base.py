@@ -48,7 +48,7 @@ from vocable.engine.session import Session, SessionClosed
 from vocable.engine.tools import ToolSpec, tool_spec
 from vocable.providers.base import ProviderSettings
 from vocable.transports.base import WIRE_SEND, Transport
-from vocable.transports.direct_frames import DIRECT_FRAMES, DirectFrames
+from vocable.transports.direct_frames import AWAIT_MESSAGE, DIRECT_FRAMES, DirectFrames
 from vocable.transports.phone import hookspecs
 from vocable.transports.phone.call import PhoneCall, bind, current_call, unbind
 from vocable.transports.phone.codec import PhoneAudioIn
@@ -142,6 +142,8 @@ class MediaStream:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._finished: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._dtmf_buffer: list[str] = []
+        self._idle = False  # the reader waits in ``receive`` with nothing in hand: a frame may be heard at once
+        self._pending: Awaitable[None] | None = None  # what ``_hear_now`` left for the reader to await
         self._dtmf_timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------------------- the whole life
@@ -216,12 +218,17 @@ class MediaStream:
             self._finished.set_result(reason)
 
     async def _teardown(self, reason: str) -> None:
+        self._idle = False
+        if self.direct is not None:
+            self.direct.text_receiver = None
         if self._dtmf_timer is not None:
             self._dtmf_timer.cancel()
         tasks = [t for t in self._tasks if t is not asyncio.current_task()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if (pending := self._pending) is not None and asyncio.iscoroutine(pending):
+            pending.close()  # the reader never reached it: the session is closing anyway
         if self.session is not None:
             await self.engine.close_session(self.session, reason)
             self.log.info("phone_call_ended", reason=reason, messages_in=self.messages_in,
@@ -252,7 +259,7 @@ class MediaStream:
             return "caller_gone"
         self.messages_in += 1
         text = message.get("text")
-        if text is not None and self.reorder is None and (payload := self.dialect.fast_media(text)) is not None:
+        if text is not None and self.reorder is None and (payload := self.dialect.fast_media(text.encode())) is not None:
             return payload
         size = len(text) if text is not None else len(message.get("bytes") or b"")
         try:
@@ -300,8 +307,23 @@ class MediaStream:
         session = self.session
         assert session is not None and self.call is not None and self.playout is not None
         feed, decode, receive, judge = session.feed_audio, self._decode, self._receive, self._judge
+        if self.direct is not None and self.reorder is None:
+            self.direct.text_receiver = self._hear_now
         while True:
-            got = judge(await receive())
+            self._idle = True
+            try:
+                message = await receive()
+            finally:
+                self._idle = False
+            if message["type"] == AWAIT_MESSAGE:  # the rest of a frame ``_hear_now`` heard
+                try:
+                    await message["awaitable"]
+                except SessionClosed:
+                    return session.close_reason or "closed"
+                finally:
+                    self._pending = None
+                continue
+            got = judge(message)
             if got is None:
                 continue
             if type(got) is bytes:  # the hot path: one media frame
@@ -325,6 +347,24 @@ class MediaStream:
                         return session.close_reason or "closed"
                 elif (ended := await self._handle(inbound, feed, decode)) is not None:
                     return ended
+
+    def _hear_now(self, data: bytes) -> bool | Awaitable[None]:
+        """Direct frames' text receiver: hear a media message as the server parses it, while the reader waits
+        with nothing in hand (so nothing is reordered); anything else, or a busy reader: False, the ASGI way.
+        What hearing leaves to await goes back as an awaitable, which the reader awaits before the next."""
+        if not self._idle or (payload := self.dialect.fast_media(data)) is None:
+            return False
+        try:
+            rest = self.session.feed_audio(self._decode(payload))  # type: ignore[union-attr]
+        except SessionClosed:
+            return False  # the reader meets it again and ends the stream
+        self.messages_in += 1
+        self.transport.heard_direct_total += 1
+        if rest is None:
+            return True
+        self._idle = False  # until the reader has awaited the rest, later frames queue behind it
+        self._pending = rest
+        return rest
 
     async def _handle(self, inbound: Inbound, feed: Any, decode: Any) -> str | None:
         kind = inbound.kind
@@ -502,6 +542,7 @@ class PhoneTransport(Transport):
         self.live: set[asyncio.Task[Any]] = set()
         self.streams: set[MediaStream] = set()
         self.calls_total = self.refused_total = self.bad_messages_total = 0
+        self.heard_direct_total = 0  # media messages heard as the server parsed them (direct frames)
         self._stream_tokens: dict[str, float] = {}  # one-time stream tokens (carriers without stream signatures)
 
     # ------------------------------------------------------------------------------- carrier specifics
@@ -663,7 +704,7 @@ class PhoneTransport(Transport):
 
     def stats(self) -> dict[str, Any]:
         return {"calls": len(self.live), "calls_total": self.calls_total, "refused_total": self.refused_total,
-                "bad_messages_total": self.bad_messages_total}
+                "bad_messages_total": self.bad_messages_total, "heard_direct_total": self.heard_direct_total}
 
     def client_config(self) -> dict[str, Any]:
         s = self.settings

@@ -112,9 +112,9 @@ class Dialect(ABC):
     def parse(self, data: dict[str, Any]) -> Inbound:
         """One inbound message, or BadInput."""
 
-    def fast_media(self, text: str) -> bytes | None:
-        """The payload of ``text`` if it is plainly a media message of this stream, found without parsing the
-        JSON (50 a second per call); None sends it through ``parse``, which judges it in full."""
+    def fast_media(self, data: bytes) -> bytes | None:
+        """The payload of text message ``data`` (UTF-8) if it is plainly a media message of this stream, found
+        without parsing the JSON (50 a second per call); None sends it through ``parse``, which judges it."""
         return None
 
     def check_stream(self, data: dict[str, Any]) -> None:

@@ -56,7 +56,7 @@ class TwilioDialect(Dialect):
     """Media Streams' JSON: https://www.twilio.com/docs/voice/media-streams/websocket-messages"""
 
     name = "twilio"
-    _own = "\x00"  # '"streamSid":"<sid>"' once bound: before that no text holds it, and nothing is fast
+    _own = b"\x00"  # b'"streamSid":"<sid>"' once bound: before that no message holds it, and nothing is fast
 
     def bind(self, stream_id: str) -> None:
         super().bind(stream_id)
@@ -64,20 +64,19 @@ class TwilioDialect(Dialect):
         self._media = '{"event":"media","streamSid":' + sid + ',"media":{"payload":"'
         self._mark = '{"event":"mark","streamSid":' + sid + ',"mark":{"name":'
         self._clear = '{"event":"clear","streamSid":' + sid + "}"
-        self._own = '"streamSid":' + sid
+        self._own = b'"streamSid":' + sid.encode()
 
-    def fast_media(self, text: str) -> bytes | None:
+    def fast_media(self, data: bytes) -> bytes | None:
         # Twilio writes compact JSON: {"event":"media","sequenceNumber":"3","media":{"track":"inbound",...
         # "payload":"..."},"streamSid":"MZ..."}; anything else (spaces, another track, another stream) is parsed
-        if not text.startswith('{"event":"media"') or self._own not in text or '"track":"outbound' in text:
+        if not data.startswith(b'{"event":"media"') or self._own not in data or b'"track":"outbound' in data:
             return None
-        start = text.find('"payload":"')
+        start = data.find(b'"payload":"')
         if start < 0:
             return None
         start += 11
-        end = text.find('"', start)
         try:
-            return a2b_base64(text[start:end], strict_mode=True)
+            return a2b_base64(data[start : data.index(b'"', start)], strict_mode=True)
         except (BinasciiError, ValueError):
             return None
 
