@@ -291,6 +291,15 @@ def main() -> None:
                 figures["vocable_cpu_bound_calls_per_core"] / figures["pipecat_cpu_bound_calls_per_core"], 2)
         figures["goal"] = "vocable >= 3 x pipecat calls per core"
         figures["goal_met"] = figures["vocable_vs_pipecat"] >= 3
+    # CPU per call at each N a server was measured at (a server that never meets the lateness goal still has
+    # these), and vocable's advantage at the Ns both were measured at
+    per_call: dict[str, dict[int, float]] = {}
+    for r in log:
+        per_call.setdefault(r["kind"], {})[r["sessions"]] = round(r["server_cpu_pct"] / r["sessions"], 3)
+    figures["cpu_per_call_pct_by_n"] = per_call
+    same = sorted(set(per_call.get("vocable", {})) & set(per_call.get("pipecat", {})))
+    figures["vocable_vs_pipecat_cpu_at_same_n"] = {
+        n: round(per_call["pipecat"][n] / per_call["vocable"][n], 2) for n in same if per_call["vocable"][n]}
     figures["steps"] = [{k: r.get(k) for k in ("kind", "sessions", "lateness_p99_ms", "server_cpu_pct",
                                                "client_cpu_pct", "texts_per_s", "why")} for r in log]
     print(f"Phone calls (Twilio Media Streams) at lateness p99 < {ws.LATENESS_GOAL_MS:g} ms (servers on CPU "
