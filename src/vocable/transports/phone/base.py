@@ -42,7 +42,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from vocable.config.loader import ConfigError
 from vocable.engine.engine import CapacityError, NotReady
-from vocable.engine.events import AudioOut, Closed, Interrupted, MetricsEvent, Paused, Resumed
+from vocable.engine.events import AudioOut, Closed, Event, Interrupted, MetricsEvent, Paused, Resumed
 from vocable.engine.gate import Refused
 from vocable.engine.session import Session, SessionClosed
 from vocable.engine.tools import ToolSpec, tool_spec
@@ -145,6 +145,11 @@ class MediaStream:
         self._idle = False  # the reader waits in ``receive`` with nothing in hand: a frame may be heard at once
         self._pending: Awaitable[None] | None = None  # what ``_hear_now`` left for the reader to await
         self._dtmf_timer: asyncio.TimerHandle | None = None
+        self._gone = False  # the carrier's socket takes no more: events are dropped
+        self._in_flight = self._holding = False
+        self._landed = asyncio.Event()
+        self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # what a write done returns
+        self._done.set_result(None)
 
     # ------------------------------------------------------------------------------- the whole life
 
@@ -424,36 +429,84 @@ class MediaStream:
 
     # ------------------------------------------------------------------------------- outbound
 
+    # Events reach the carrier two ways, as on the WebSocket transport: while nothing is queued, the producer
+    # (the reply's player, the session) hands its event to ``take`` (the session's sink), which writes it at
+    # once: no pump wake-up per 20 ms frame. Once anything is queued, or a write is in flight, events go into
+    # the session's channel and the pump writes them in order. ``_holding`` (the pump has an event in hand)
+    # and ``_in_flight`` (a write waits on the socket) keep the two ways from overtaking each other.
+
+    def can_take(self) -> bool:
+        return not self._gone and not self._in_flight and not self._holding
+
+    def take(self, event: Event) -> Awaitable[None]:
+        pending = self._write(self._outgoing(event))
+        return self._done if pending is None else pending
+
+    def _outgoing(self, event: Event) -> list[Out]:
+        """What the carrier is sent for one session event (nothing, for events a phone has no use for)."""
+        playout, call = self.playout, self.call
+        assert playout is not None and call is not None
+        kind = type(event)
+        if kind is AudioOut:
+            return playout.audio(event)  # type: ignore[arg-type]
+        if kind is Paused:
+            return playout.pause()
+        if kind is Resumed:
+            return playout.resume()
+        if kind is Interrupted:
+            return playout.interrupt(event.turn_id)  # type: ignore[attr-defined]
+        if kind is MetricsEvent:
+            if call.ending and not call.ended:
+                self._spawn(self._hang_up_when_heard(), "hangup")
+            return playout.reply_done(event.turn_id)  # type: ignore[attr-defined]
+        return []
+
+    def _write(self, out: list[Out]) -> Awaitable[None] | None:
+        """Write ``out`` in order: at once while the socket takes it, the rest in a coroutine (returned)."""
+        for i, item in enumerate(out):
+            if self._gone:
+                return None
+            if (pending := self._send(item)) is not None:
+                return self._write_rest(pending, out[i + 1 :])
+        return None
+
+    async def _write_rest(self, pending: Awaitable[None], rest: list[Out]) -> None:
+        self._in_flight = True
+        try:
+            await pending
+            for item in rest:
+                if (more := self._send(item)) is not None:
+                    await more
+        except Gone:
+            self._gone = True
+            self.finish("caller_gone")
+        finally:
+            self._in_flight = False
+            self._landed.set()
+
     async def _pump(self) -> str:
-        session, playout, call = self.session, self.playout, self.call
-        assert session is not None and playout is not None and call is not None
+        session = self.session
+        assert session is not None
         reason = "closed"
-        while (event := await session.events.get()) is not None:
-            kind = type(event)
-            out: list[Out]
-            if kind is AudioOut:
-                out = playout.audio(event)  # type: ignore[arg-type]
-            elif kind is Paused:
-                out = playout.pause()
-            elif kind is Resumed:
-                out = playout.resume()
-            elif kind is Interrupted:
-                out = playout.interrupt(event.turn_id)  # type: ignore[attr-defined]
-            elif kind is MetricsEvent:
-                out = playout.reply_done(event.turn_id)  # type: ignore[attr-defined]
-                if call.ending and not call.ended:
-                    self._spawn(self._hang_up_when_heard(), "hangup")
-            elif kind is Closed:
-                reason = event.reason  # type: ignore[attr-defined]
-                continue
-            else:
-                continue
-            try:
-                for item in out:
-                    if (pending := self._send(item)) is not None:
+        session.attach_sink(self)
+        try:
+            while (event := await session.events.get()) is not None:
+                if type(event) is Closed:
+                    reason = event.reason  # type: ignore[attr-defined]
+                    continue
+                self._holding = True
+                try:
+                    while self._in_flight:  # a write the producer started is still on its way
+                        self._landed.clear()
+                        await self._landed.wait()
+                    if (pending := self._write(self._outgoing(event))) is not None:
                         await pending
-            except Gone:
-                return self._finished.result() if self._finished.done() else "caller_gone"
+                finally:
+                    self._holding = False
+                if self._gone:
+                    return self._finished.result() if self._finished.done() else "caller_gone"
+        finally:
+            session.detach_sink(self)
         return reason
 
     def _send(self, item: Out) -> Awaitable[None] | None:
