@@ -218,3 +218,18 @@ async def test_a_false_interruption_clears_then_plays_on_with_nothing_lost() -> 
     reply_s = len(REPLY) * 0.04
     heard_s = sum(1 for p in call.played if p.audio) * 0.02
     assert reply_s - 0.1 <= heard_s <= reply_s + 0.6  # all of it; at most what followed the last mark again
+
+
+async def test_a_turn_over_plain_asgi_without_direct_frames() -> None:
+    """Under another server (uvicorn's own protocol: no direct frames) every message goes through ASGI."""
+    recorder = Recorder()
+    engine = phone_engine(llm={"provider": "scripted", "reply": REPLY}, plugins=(recorder,))
+    async with live_server(engine, ws="websockets-sansio") as server, twilio_call(server) as call:
+        await call.begin()
+        await call.speak(spoken())
+        await wait_for(lambda: recorder.turns, timeout_s=15)
+        await call.wait_idle()
+        await wait_for(lambda: len(call.echoed) == len(call.sent_marks()))
+        await call.hang_up()
+        assert engine.transports[0].stats()["heard_direct_total"] == 0
+    assert recorder.turns[0].reply_text == REPLY and call.media_frames()
