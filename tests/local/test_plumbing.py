@@ -107,6 +107,9 @@ def test_background_work_yields_to_a_foreground_job() -> None:
         running = voice.submit(speak)
         assert started.wait(5) and FOREGROUND.running == 1
         assert 0.04 <= FOREGROUND.yield_to(0.05) < 1.0  # bounded: no one starves behind the voice
+        stop = StopFlag()
+        threading.Timer(0.05, stop.set).start()
+        assert FOREGROUND.yield_to(5.0, stop) < 1.0  # a consumer that stops listening does not wait for the voice
         threading.Timer(0.1, gate.set).start()
         assert FOREGROUND.yield_to(5.0) < 4.0  # released when the job ends, not at the timeout
         running.result(5)
@@ -184,6 +187,26 @@ async def test_closing_the_stream_stops_the_producer_promptly() -> None:
     count = len(produced)
     await asyncio.sleep(0.1)
     assert len(produced) == count and pool.pending == 0
+    pool.shutdown()
+
+
+async def test_closing_without_waiting_leaves_the_job_to_wind_down() -> None:
+    pool = InferencePool("test")
+    gate = threading.Event()
+
+    def slow(stop: StopFlag) -> Iterator[int]:
+        yield 1
+        gate.wait(5)  # one long call that cannot look at ``stop`` (a Piper sentence)
+        yield 2
+
+    stream = stream_from_thread(pool, slow, wait_on_close=False)
+    assert await anext(stream) == 1
+    began = time.perf_counter()
+    await stream.aclose()
+    assert time.perf_counter() - began < 0.5 and pool.pending == 1  # not held up by the call under way
+    queued = pool.submit(lambda: "next")
+    gate.set()
+    assert queued.result(5) == "next"  # the next job ran after it, as the FIFO pool keeps them
     pool.shutdown()
 
 

@@ -60,12 +60,16 @@ class Foreground:
             if self._running == 0:
                 self._idle.set()
 
-    def yield_to(self, timeout_s: float) -> float:
-        """Block while a foreground job runs, at most ``timeout_s``; the seconds waited."""
+    def yield_to(self, timeout_s: float, stop: StopFlag | None = None) -> float:
+        """Block while a foreground job runs, at most ``timeout_s`` and not past ``stop`` (checked every 10 ms:
+        a consumer that closes its stream waits for the worker); the seconds waited."""
         if self._idle.is_set():
             return 0.0
         began = time.perf_counter()
-        self._idle.wait(timeout_s)
+        deadline = began + timeout_s
+        while not self._idle.wait(min(0.01, max(0.0, deadline - time.perf_counter()))):
+            if (stop is not None and stop.is_set()) or time.perf_counter() >= deadline:
+                break
         return time.perf_counter() - began
 
 
@@ -160,13 +164,17 @@ async def stream_from_thread(
     *,
     maxsize: int = 16,
     join_timeout: float = 5.0,
+    wait_on_close: bool = True,
 ) -> AsyncGenerator[T, None]:
     """Iterate ``produce(stop)`` in ``pool`` and yield its items on the event loop.
 
     The producer is expected to return soon after ``stop`` is set (it is also checked here before every
     item). When the consumer closes this iterator (``aclose``, cancellation, ``break``), the flag is set, a
     queued job is withdrawn, and we wait (bounded) for a running job to wind down so the model is free when
-    ``aclose`` returns.
+    ``aclose`` returns. With ``wait_on_close=False`` a running job is left to wind down on its own (the pool's
+    FIFO still keeps the next job behind it): for producers that check ``stop`` only between long calls
+    (Piper's sentence), so that whoever drops the stream (a reply dropped because the user went on) is not
+    held up for the rest of that call.
     """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()  # never more than ``maxsize`` items: see ``credits``
@@ -213,7 +221,7 @@ async def stream_from_thread(
             yield item
     finally:
         stop.set()
-        if not future.cancel():
+        if not future.cancel() and wait_on_close:
             try:
                 await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), join_timeout)
             except TimeoutError:

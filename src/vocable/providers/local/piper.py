@@ -127,7 +127,8 @@ class PiperTTS(TTS):
                 yield pcm if piece.sample_rate == PIPER_RATE else resample_pcm(pcm, piece.sample_rate, PIPER_RATE)
 
         try:
-            async with aclosing(stream_from_thread(self._pool, produce, maxsize=64)) as sentences:
+            # a dropped reply does not wait for the sentence under way: the pool keeps the next one behind it
+            async with aclosing(stream_from_thread(self._pool, produce, maxsize=64, wait_on_close=False)) as sentences:
                 async for pcm in sentences:
                     for start in range(0, len(pcm), chunk_bytes):
                         yield AudioChunk(pcm[start : start + chunk_bytes], PIPER_RATE)

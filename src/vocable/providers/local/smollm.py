@@ -166,7 +166,7 @@ class SmolLM(LLM):
                         completion += 1
                         yield TextDelta(text)
                         if completion >= settings.yield_after_tokens:  # ahead of the voice: let Piper speak first
-                            FOREGROUND.yield_to(YIELD_MAX_S)
+                            FOREGROUND.yield_to(YIELD_MAX_S, stop)
             finally:
                 chunks.close()  # ends llama.cpp's sampling loop now, not at garbage collection
             if not stop.is_set():
