@@ -264,16 +264,23 @@ class Hearing:
             own = 0  # a backchannel ("uh-huh") over the reply: it goes on, and the words start no turn
             words.drop_own()
         if metrics.extra.get("abandoned"):  # the user went on: these words open the rest of the turn
-            text, _ = words.final(said)
+            if own and (lifecycle.paused or lifecycle.phase == "thinking"):  # they decide the reply first
+                await session.apply(lifecycle.words(own) if lifecycle.paused else lifecycle.interrupt("new_turn"))
+            shown = words.shown
+            text, earlier = words.final(said)
             if text:
                 words.carry(text, metrics.turn_id)
-                await session.emit(Transcript(text, False, metrics.turn_id, words.continues))
+                await session.emit(Transcript(text, False, metrics.turn_id, earlier))
+            elif shown:  # its interims showed words that came to nothing: an empty final drops them
+                await session.emit(Transcript("", True, metrics.turn_id))
             return
         release = self._releases.get(metrics.turn_id)
         held = release is not None and not release.is_set()
         if lifecycle.paused:  # the user's words (or their absence) decide an interrupted reply
             await session.apply(lifecycle.words(own) if held else lifecycle.user_turn_ended(own))
         if not own:
+            if not words.carried and words.retract():  # interims showed words that came to nothing
+                await session.emit(Transcript("", True, metrics.turn_id))
             if release is not None:  # nothing was said after all: the turn it would end is not a turn
                 self._speculation = None
                 self._releases.pop(metrics.turn_id, None)
@@ -282,6 +289,8 @@ class Hearing:
             if not words.carried:
                 await session.set_state("speaking" if session.replies.active else "listening")
                 return
+        if lifecycle.phase == "thinking":  # a reply that never spoke: its turn's words come before these
+            await session.apply(lifecycle.interrupt("new_turn"))
         text, continues = words.final(said)  # carried words too: the person is waiting for an answer
         final = Transcript(text, True, metrics.turn_id, continues)
         if held:  # not final until the turn really ends

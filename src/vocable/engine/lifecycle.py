@@ -49,12 +49,16 @@ class TurnTakingRules:
     barge_in_min_ms: float = 120.0
     false_interruption_timeout_s: float = 1.5  # 0: a barge-in cancels at once
     min_words: int = 1
+    # a voice that began this soon after the reply's first audio went out was not answering it: the person was
+    # going on (a pause mid-thought ended the turn); the reply then gives way as user_continued (0: never)
+    continued_within_s: float = 0.5
 
 
 class ReplyLifecycle:
     """The state of the session's current reply (at most one) and the rules that move it."""
 
-    __slots__ = ("rules", "turn_id", "phase", "spoke", "_voice_at", "_voice_now", "_paused_from")
+    __slots__ = ("rules", "turn_id", "phase", "spoke", "_voice_at", "_voice_now", "_paused_from", "_spoke_at",
+                 "_went_on")
 
     def __init__(self, rules: TurnTakingRules) -> None:
         self.rules = rules
@@ -64,6 +68,8 @@ class ReplyLifecycle:
         self._voice_at = 0.0  # when the user's voice was last heard while paused
         self._voice_now = False  # the user is speaking right now (while paused)
         self._paused_from: Phase = "thinking"
+        self._spoke_at: float | None = None  # when its first audio went out, where the session says
+        self._went_on = False  # the voice that paused it began before the person could have heard it
 
     @property
     def active(self) -> bool:
@@ -92,6 +98,7 @@ class ReplyLifecycle:
         """A new reply begins; whatever reply was current is cancelled first (a new turn replaces it)."""
         out = self._cancel("new_turn") if self.phase != "idle" else []
         self.turn_id, self.phase, self.spoke = turn_id, ("held" if held else "thinking"), False
+        self._spoke_at, self._went_on = None, False
         return out
 
     def turn_ended(self, turn_id: str) -> list[Decision]:
@@ -101,9 +108,10 @@ class ReplyLifecycle:
             return [Decision("release", turn_id)]
         return []
 
-    def audio_started(self, turn_id: str) -> None:
+    def audio_started(self, turn_id: str, now: float | None = None) -> None:
         if self.turn_id == turn_id:
             self.spoke = True
+            self._spoke_at = now
             if self.phase == "thinking":
                 self.phase = "speaking"
             elif self.phase == "paused":
@@ -130,6 +138,8 @@ class ReplyLifecycle:
         rules = self.rules
         if not rules.barge_in or speech_ms < rules.barge_in_min_ms:
             return []
+        began = now - speech_ms / 1000  # the voice began before it was long enough to count
+        self._went_on = self._spoke_at is not None and began - self._spoke_at < rules.continued_within_s
         if rules.false_interruption_timeout_s <= 0:
             return self._cancel("barge_in")
         self._paused_from, self.phase = phase, "paused"
@@ -181,7 +191,7 @@ class ReplyLifecycle:
     def _resume(self) -> list[Decision]:
         assert self.turn_id is not None
         self.phase = "speaking" if self.spoke else self._paused_from
-        self._voice_now = False
+        self._voice_now = self._went_on = False
         return [Decision("resume", self.turn_id)]
 
     def _cancel(self, reason: Reason) -> list[Decision]:
@@ -190,7 +200,8 @@ class ReplyLifecycle:
             return []
         if self.phase == "held":
             out = [Decision("abandon", turn_id, "user_continued" if reason == "new_turn" else reason)]
-        else:  # a reply that never spoke was not interrupted: the user simply went on
-            out = [Decision("cancel", turn_id, reason if self.spoke or reason == "client" else "user_continued")]
+        else:  # a reply that never spoke (or not before the voice began) was not interrupted: the user went on
+            heard = self.spoke and not self._went_on
+            out = [Decision("cancel", turn_id, reason if heard or reason == "client" else "user_continued")]
         self.turn_id, self.phase, self.spoke, self._voice_now = None, "idle", False, False
         return out

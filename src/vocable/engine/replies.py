@@ -139,7 +139,7 @@ class Replies:
 
     async def _on_speaking(self, turn_id: str) -> None:
         lifecycle = self.session.lifecycle
-        lifecycle.audio_started(turn_id)
+        lifecycle.audio_started(turn_id, now())  # when: a voice right after it was not answering it
         if not lifecycle.paused:
             await self.session.set_state("speaking")
 
@@ -191,7 +191,8 @@ class Replies:
         reply.metrics.interrupted = True
         session.log.info("interrupted", turn_id=reply.id, reason=reason, dropped_frames=purged)
         self.tools.interrupted(reply.id)  # its calls run on, but those that ask to be cancelled
-        if reply.metrics.first_audio_out is None and reply.user_text and not reply.tool_calls:
+        unheard = reply.metrics.first_audio_out is None or reason == "user_continued"  # the person went on
+        if unheard and reply.user_text and not reply.tool_calls:
             session.hearing.words.carry(reply.user_text, reply.id)  # nothing was said: the words join the next turn
         await session.emit(Interrupted(reply.id, reason))
         if reply.heard_bytes is not None:  # paused first: the listener heard what had played by then
@@ -199,7 +200,7 @@ class Replies:
         else:  # the client drops what it holds: at most the lead the paced send clock keeps
             ahead = self._unplayed_bytes() if self.playout is not None else self._lead_bytes
             played = reply.emitted_bytes - purged * self._frame_bytes - ahead
-        await self._finish(reply, played_bytes=max(0, played))
+        await self._finish(reply, played_bytes=max(0, played), unheard=unheard)
         if self.current is reply:  # over: nothing current speaks any more (the state follows the next turn)
             self.current = None
         if not session.closed:
@@ -222,11 +223,11 @@ class Replies:
 
     # ---------------------------------------------------------------------------------- its end
 
-    async def _finish(self, reply: AgentReply, *, played_bytes: int) -> None:
+    async def _finish(self, reply: AgentReply, *, played_bytes: int, unheard: bool = False) -> None:
         session, memory = self.session, self.session.memory
         reply.finished = True
         spoken = reply.spoken_text(played_bytes) if reply.interrupted else reply.reply_text
-        unheard = reply.interrupted and reply.metrics.first_audio_out is None
+        unheard = unheard or (reply.interrupted and reply.metrics.first_audio_out is None)
         if reply.user_text is not None and (not unheard or reply.tool_calls):
             memory.add_user(reply.user_text)
             if reply.tool_calls:  # every call and its result, heard or not: the model must know what it did

@@ -53,8 +53,9 @@ class UserWords:
         return len(_join(self._segments, text).split())
 
     def drop_own(self) -> None:
-        """This utterance's words were no turn (a backchannel over the reply): forget them, keep carried ones."""
-        self._segments = self._shown = ""
+        """This utterance's words were no turn (a backchannel over the reply): forget them, keep carried ones
+        (what an interim showed of them stays known, for ``retract``)."""
+        self._segments = ""
 
     def carry(self, text: str, turn_id: str) -> str:
         """The turn ``turn_id`` is abandoned unheard: its words join the next turn. Returns all carried."""
@@ -66,3 +67,14 @@ class UserWords:
     @property
     def carried(self) -> str:
         return self._carried
+
+    @property
+    def shown(self) -> bool:
+        """An interim transcript of this utterance showed some words."""
+        return bool(self._shown)
+
+    def retract(self) -> bool:
+        """The utterance came to no words after all (noise, a cough, a decoder's guess): whether an interim
+        showed some, which the client must then drop (an empty final transcript says so)."""
+        shown, self._shown = bool(self._shown), ""
+        return shown
