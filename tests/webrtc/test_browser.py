@@ -169,7 +169,11 @@ async def test_dashboard_in_webrtc_mode_with_a_fake_microphone(tmp_path: Path) -
                 log = page.locator("#log")
                 await log.get_by_text("what is the weather today").wait_for(timeout=20000)
                 await log.get_by_text("It is sunny. Take a hat with you today.").wait_for(timeout=20000)
-                await asyncio.sleep(1.5)
+                assert await page.get_attribute("#mic-hint", "data-hearing") == "true", "told to speak"
+                # the session facts say what the browser played (inbound-rtp), not "0 frames played"
+                await page.wait_for_function("window.vocableStats.playedMs > 0", timeout=20000)
+                played = await page.text_content("#fact-played") or ""
+                assert played.endswith(" s") and not played.startswith("0 frames"), played
                 assert await page.get_attribute("#transport-rtc", "aria-pressed") == "true"
                 assert [s.transport for s in engine.sessions.values()] == ["webrtc"], "the WebSocket one was closed"
                 assert await page.evaluate(DASHBOARD_INBOUND_ENERGY) > 0.001, "the reply's audio reached the page"
