@@ -65,6 +65,7 @@ def configs() -> dict[str, dict[str, Any]]:
     return {
         "dynamic": config(default["pipeline"]["turn"]),
         "fixed": config({"provider": "silence", "hangover_ms": HANGOVER_MS}),
+        "words": config({**default["pipeline"]["turn"], "model": False}),  # --with words: the model's part
     }
 
 
@@ -184,7 +185,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     manifest = json.loads((DATA / "manifest.json").read_text())
     entries = manifest["utterances"][: args.limit or None]
     clips = [read_wav(str(DATA / e["file"]))[0] for e in entries]
-    engines = {name: Engine.from_dict(data) for name, data in configs().items()}
+    engines = {name: Engine.from_dict(data) for name, data in configs().items()
+               if name in ("dynamic", "fixed") or name in args.also}
     for engine in engines.values():
         await engine.start()
     modes = {name: getattr(engine.runtime.turn[0].provider, "mode", None) for name, engine in engines.items()}
@@ -204,6 +206,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for engine in engines.values():
             await engine.stop()
     results: dict[str, Any] = {name: summarise(r) for name, r in rows.items()}
+    complete = [e["file"] for e in entries if e["kind"] == "complete"]
+    by_file = {name: {r["file"]: r for r in r_} for name, r_ in rows.items()}
+    for name in rows:  # paired against the fixed hangover, utterance by utterance: what the noise cannot fake
+        if name != "fixed":
+            diffs = [by_file[name][f]["voice_to_voice_ms"] - by_file["fixed"][f]["voice_to_voice_ms"] for f in complete
+                     if by_file[name][f]["voice_to_voice_ms"] is not None
+                     and by_file["fixed"][f]["voice_to_voice_ms"] is not None]
+            results[name]["complete_paired_minus_fixed_p50_ms"] = pct(diffs, 50)
     dynamic, fixed = results["dynamic"], results["fixed"]
     results["ratio_voice_to_voice_p50"] = (round(dynamic["voice_to_voice_p50_ms"] / fixed["voice_to_voice_p50_ms"], 2)
                                            if dynamic["voice_to_voice_p50_ms"] and fixed["voice_to_voice_p50_ms"] else None)
@@ -223,6 +233,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="only the first N utterances of the set")
     parser.add_argument("--snr", type=float, default=None, help="mix generated background noise at this SNR (dB)")
     parser.add_argument("--no-nice", action="store_true", help="do not raise this process's priority (nice -10)")
+    parser.add_argument("--also", nargs="*", default=[], choices=["words"],
+                        help="more engines side by side: words = dynamic without Smart Turn (the words alone)")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     if not args.no_nice:
@@ -231,12 +243,13 @@ def main() -> None:
         except PermissionError:
             pass
     results = asyncio.run(run(args))
-    print(f"{'figure':<34}{'dynamic':>12}{'fixed 500 ms':>14}")
+    names = [n for n in ("dynamic", "fixed", *args.also) if n in results]
+    print(f"{'figure':<34}" + "".join(f"{n:>14}" for n in names))
     for key in ("voice_to_voice_p50_ms", "voice_to_voice_p95_ms", "voice_to_voice_complete_p50_ms",
                 "cut_off_rate", "cut_off_rate_paused", "cut_offs", "answered", "end_of_turn_p50_ms",
                 "end_of_turn_p95_ms", "engine_stt_p50_ms", "engine_eot_p50_ms", "engine_llm_ttft_p50_ms",
-                "engine_tts_ttfb_p50_ms", "engine_text_to_voice_p50_ms"):
-        print(f"{key:<34}{results['dynamic'][key]!s:>12}{results['fixed'][key]!s:>14}")
+                "engine_tts_ttfb_p50_ms", "engine_text_to_voice_p50_ms", "complete_paired_minus_fixed_p50_ms"):
+        print(f"{key:<34}" + "".join(f"{results[n].get(key)!s:>14}" for n in names))
     print(f"machine: {results['machine']}")
     print(json.dumps(results))
 

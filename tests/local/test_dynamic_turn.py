@@ -139,3 +139,11 @@ def test_a_model_that_cannot_answer_leaves_the_words_to_decide():
     assert pause_end(full, words="What is the capital of France?") == pytest.approx(224.0)
     assert pause_end(broken, words="What is the capital of France?") == pytest.approx(224.0)
     assert pause_end(detector(fail=RuntimeError("onnxruntime")).open()) == pytest.approx(1216.0)
+
+
+def test_without_the_model_the_words_decide_alone():
+    turn = DynamicTurn(DynamicTurn.Settings(model=False))
+    asyncio.run(turn.start())
+    assert turn.mode == "words"
+    assert pause_end(turn.open(), words="What is the capital of France?") == pytest.approx(224.0)
+    assert pause_end(turn.open(), words="I'd like to book a table for") == pytest.approx(1216.0)

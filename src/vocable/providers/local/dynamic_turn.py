@@ -73,6 +73,8 @@ class DynamicTurnSettings(ProviderSettings):
     fallback_ms: int = Field(
         500, ge=20, le=10000, description="The fixed silence that ends a turn when Smart Turn is not installed."
     )
+    model: bool = Field(True, description="Ask Smart Turn; false: the words of the pause decide alone (no pipecat-ai "
+                        "needed, no inference per pause, a pause whose words look finished always ends the turn).")
     model_path: str | None = Field(None, description="A Smart Turn v3 ONNX file; default: the newest inside pipecat-ai.")
     threads: int = Field(1, ge=1, le=8, description="onnxruntime threads per inference.")
     max_queue: int = Field(8, ge=1, description="Inferences running or queued; beyond it the words decide alone.")
@@ -121,11 +123,14 @@ class DynamicTurnStream(TurnStream):
             return False
         if not self._asked:
             self._asked = True
-            try:
-                self._pending = self._detector.model.submit(utterance, sample_rate)
-            except CapacityExceeded as exc:
-                self._failed = True
-                log.warning("smart-turn queue full; the words decide this pause", error=str(exc))
+            if self._detector.mode != "smart-turn":
+                self._failed = True  # no model: the words decide
+            else:
+                try:
+                    self._pending = self._detector.model.submit(utterance, sample_rate)
+                except CapacityExceeded as exc:
+                    self._failed = True
+                    log.warning("smart-turn queue full; the words decide this pause", error=str(exc))
         pending = self._pending
         if pending is not None and pending.done():
             self._pending = None
@@ -176,11 +181,14 @@ class DynamicTurn(TurnDetector):
             max_pause_ms=s.max_silence_ms, threads=s.threads, max_queue=s.max_queue,
         ))
         self._fallback = SilenceTurnDetector(SilenceSettings(hangover_ms=s.fallback_ms))
-        self.mode: Literal["smart-turn", "silence"] | None = None  # set by start()
+        self.mode: Literal["smart-turn", "words", "silence"] | None = None  # set by start()
         self.fallback_reason: str | None = None
 
     async def start(self) -> None:
         if self.mode is not None:
+            return
+        if not self.settings.model:
+            self.mode = "words"
             return
         try:
             if not self.settings.model_path:
@@ -202,4 +210,4 @@ class DynamicTurn(TurnDetector):
     def open(self) -> TurnStream:
         if self.mode is None:
             raise RuntimeError("DynamicTurn.start() was not awaited")
-        return DynamicTurnStream(self) if self.mode == "smart-turn" else self._fallback.open()
+        return self._fallback.open() if self.mode == "silence" else DynamicTurnStream(self)
