@@ -123,9 +123,9 @@ async def test_hang_times_out(chat: Chat) -> None:
     chat.standin.set_mode("hang")
     started = time.monotonic()
     with pytest.raises(ProviderTimeout):
-        await chat.run(retries=1, request_timeout_s=0.3)
+        await chat.run(retries=1, request_timeout_s=1.0)  # room for each request to arrive on a busy machine
     assert chat.standin.attempts == 2
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 6
 
 
 async def test_slow_stream_within_timeout_succeeds(chat: Chat) -> None:

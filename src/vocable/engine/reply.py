@@ -4,6 +4,9 @@ Three tasks run side by side in a TaskGroup so the TTS works on sentence two whi
 the LLM pump writes text into a ``TextFeed``, the TTS pump turns it into audio chunks in a bounded queue,
 and the player cuts them into frames and hands them to the session at real time plus a small lead.
 Cancelling the reply task cancels all three, and ``aclosing`` closes every provider stream.
+
+About 400 lines: the reply in progress (``AgentReply``), its pumps and its player belong together, since the
+player's hot loop and the segment accounting read the same state frame by frame.
 """
 
 from __future__ import annotations

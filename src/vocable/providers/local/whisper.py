@@ -19,6 +19,9 @@ even that off the critical path:
 
 Each session has at most one job in the shared FIFO pool, which keeps sessions fair; a full pool raises
 CapacityExceeded at the flush rather than stalling.
+
+About 440 lines: the window choice, the pause decode and the interims share one session stream's state and
+one pool, so they stay in one module.
 """
 
 from __future__ import annotations
