@@ -46,7 +46,7 @@ PAUSED_THOUGHT: tuple[tuple[str, str], ...] = (
     ("I want to plan a trip with", "trip"),
     ("my family next weekend because", "family"),
     ("the kids want to go fishing and", "fishing"),
-    ("we could bring the guitar and", "guitar"),
+    ("we could bring the guitar or", "guitar"),  # "...guitar and" Whisper hears as "...guitar around."
     ("we could go outside and", "outside"),
     ("what should we pack", "pack"),
 )
