@@ -149,6 +149,10 @@ class TurnTakingConfig(Section):
         description="a barge-in pauses the reply; with no words within this long after the voice stops, the "
                     "reply resumes where it stopped. 0: a barge-in cancels the reply at once")
     min_words: int = Field(default=1, ge=1, le=20, description="words the user must say to commit a barge-in")
+    continued_within_ms: int = Field(
+        default=500, ge=0, le=5000,
+        description="a voice that began this soon after the reply's first audio was the person going on, not "
+                    "answering: the reply gives way (interrupted, user_continued) and their words join. 0: never")
     speculative_ms: int = Field(
         default=0, ge=0,
         description="after this much pause, transcribe and start the reply early; it is held until the end "

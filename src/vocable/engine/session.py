@@ -77,7 +77,8 @@ class Session:
                              max_chars=config.agent.memory.max_chars)
         taking = pipeline.turn_taking
         self.lifecycle = ReplyLifecycle(TurnTakingRules(
-            taking.barge_in, taking.barge_in_min_ms, taking.false_interruption_timeout_s, taking.min_words))
+            taking.barge_in, taking.barge_in_min_ms, taking.false_interruption_timeout_s, taking.min_words,
+            continued_within_s=taking.continued_within_ms / 1000))
         self.hearing = Hearing(self, input_sample_rate or pipeline.input_sample_rate)
         self.replies = Replies(self, pace=pace)
         self._closed = False
