@@ -3,7 +3,8 @@
 Piper synthesises a whole sentence per onnxruntime call, so the engine hands it one sentence at a time and
 first audio arrives about one sentence's inference after the request. The voice is loaded once and shared;
 synthesis runs in the provider's pool (FIFO, one job per request, bounded). Output is always 22050 Hz: a
-voice of another rate given by path is resampled, so the class-level capabilities stay true.
+voice of another rate given by path is resampled, so the class-level capabilities stay true. A call needs
+memory in proportion to its sentence, which onnxruntime would keep for good: see ``_ReleasingSession``.
 
 piper-tts is GPL-3.0; it is an optional extra, imported only here.
 """
@@ -11,6 +12,7 @@ piper-tts is GPL-3.0; it is an optional extra, imported only here.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
@@ -92,9 +94,11 @@ class PiperTTS(TTS):
         )
 
     def _load(self, path: Path, config: Path) -> tuple[Any, Any]:
-        from piper import PiperVoice, SynthesisConfig
+        from piper import PiperConfig, PiperVoice, SynthesisConfig
 
-        voice = PiperVoice.load(path, config_path=config)
+        # PiperVoice.load, with our own onnxruntime session
+        voice_config = PiperConfig.from_dict(json.loads(config.read_text(encoding="utf-8")))
+        voice = PiperVoice(config=voice_config, session=_ReleasingSession(path))
         syn_config = SynthesisConfig(
             speaker_id=self.settings.speaker_id,
             length_scale=self.settings.length_scale,
@@ -136,3 +140,33 @@ class PiperTTS(TTS):
             raise
         except Exception as exc:  # phonemizer or onnxruntime failures become provider errors
             raise ProviderError(f"piper failed: {exc}", provider=self.name) from exc
+
+
+class _ReleasingSession:
+    """Piper's onnxruntime session, made for inputs whose length varies: what a call takes, it gives back.
+
+    A VITS call needs about 25 MB per second of audio it makes (a 160-word sentence: 1.3 GB). onnxruntime's CPU
+    arena keeps every chunk it ever allocated, so one long sentence kept that much for the life of the process,
+    and the offline default grew in steps at each new longest sentence (``benchmarks/soak.py --offline``, with
+    the Silero detectors of ``vad.py``: 572 -> 1568 MiB over 550 typed turns). So the arena shrinks after every
+    call, and the next call takes fresh pages: 2-4 ms more on a short first clause, ~30 ms and 15 % more CPU on
+    a 15-word sentence (which is synthesised while the one before it plays). And there is no memory pattern: a
+    plan cached per input shape, ~20 KB each, for good, and of no use when no two sentences have one length.
+    """
+
+    __slots__ = ("_options", "_session")
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.enable_mem_pattern = False
+        self._session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        self._options = onnxruntime.RunOptions()
+        self._options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+
+    def run(self, output_names: Any, input_feed: Any, run_options: Any = None) -> Any:
+        return self._session.run(output_names, input_feed, run_options or self._options)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
